@@ -1,0 +1,126 @@
+"""What every on-policy algorithm shares: its config fields, the training batch, advantages and the optimiser step.
+
+An algorithm is a class with a ``Config`` dataclass, built as ``Algo(config, policy, optimizer)``; the loop calls
+``batch = algo.prepare(rollout, token_rewards)`` then ``stats = algo.update(batch)``. Algorithms differ only
+in their update (and, for NLPO, in the logits processor they hand the rollout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from rl4text.core import compute_gae, masked_mean, masked_whiten
+from rl4text.policies.actor_critic import ActorCritic
+from rl4text.rollout import Rollout
+
+
+@dataclass
+class OnPolicyConfig:
+    """Fields shared by every on-policy algorithm (KL penalty, advantage estimation, gradient clipping)."""
+
+    kl_coef: float = 0.05
+    """Initial coefficient beta of the per-token KL penalty ``-beta * KL_t`` added to the reward (0: no reference)."""
+    kl_target: float | None = None
+    """Target KL per sequence for the adaptive controller (Ziegler et al. 2019); ``None`` keeps beta fixed."""
+    kl_horizon: int = 10000
+    """Horizon (in episodes) of the adaptive KL controller."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator in the reward: ``k1`` (log-ratio, unbiased), ``k2`` or ``k3`` (Schulman 2020)."""
+    gamma: float = 1.0
+    """Discount over response tokens."""
+    lam: float = 0.95
+    """GAE lambda (Schulman et al. 2016)."""
+    whiten_advantages: bool = True
+    """Whiten advantages with masked batch statistics."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm (``None``: no clipping)."""
+
+    def __post_init__(self):
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+
+
+@dataclass
+class TrainBatch:
+    """What an update consumes. ``B`` episodes, ``P`` prompt tokens, ``T`` response tokens."""
+
+    prompt_ids: torch.Tensor  # [B, P]
+    prompt_mask: torch.Tensor  # [B, P]
+    response_ids: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] float
+    old_logprobs: torch.Tensor  # [B, T] behaviour-policy log-probs
+    old_values: torch.Tensor  # [B, T] critic values at rollout time (zeros without a critic)
+    advantages: torch.Tensor  # [B, T]
+    returns: torch.Tensor  # [B, T]
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def select(self, index: torch.Tensor) -> TrainBatch:
+        """The sub-batch of episodes ``index: [b]``."""
+        return TrainBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+class Algorithm:
+    """Base of actor-critic algorithms: GAE advantages in ``prepare``; subclasses write ``update``."""
+
+    Config = OnPolicyConfig
+    uses_critic = True
+
+    def __init__(self, config: OnPolicyConfig, policy: ActorCritic, optimizer: torch.optim.Optimizer):
+        self.config = config
+        self.policy = policy
+        self.optimizer = optimizer
+        self.temperature = 1.0  # set by the loop to the rollout temperature
+
+    def prepare(self, rollout: Rollout, token_rewards: torch.Tensor) -> TrainBatch:
+        """Advantages and returns from per-token rewards ``[B, T]`` (GAE over response tokens)."""
+        mask = rollout.response_mask
+        values = rollout.values if rollout.values is not None else torch.zeros_like(token_rewards)
+        advantages, returns = compute_gae(token_rewards, values, mask, self.config.gamma, self.config.lam)
+        if self.config.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        return TrainBatch(
+            rollout.prompt_ids,
+            rollout.prompt_mask,
+            rollout.response_ids,
+            mask,
+            rollout.logprobs,
+            values,
+            advantages,
+            returns,
+        )
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, optimiser step; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.config.max_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        self.optimizer.step()
+        return float(norm)
+
+    def state_dict(self) -> dict:
+        """Algorithm state beyond the model and optimiser (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def masked_entropy_mean(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-mean entropy of ``logits: [B, T, V]`` over ``mask: [B, T]``."""
+    from rl4text.core import entropy_from_logits
+
+    return masked_mean(entropy_from_logits(logits), mask)

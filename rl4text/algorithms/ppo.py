@@ -1,0 +1,99 @@
+"""Proximal Policy Optimization (Schulman et al. 2017, "Proximal Policy Optimization Algorithms").
+
+Per iteration: ``n_epochs`` passes over the rollout in shuffled minibatches of ``minibatch_size`` episodes, each
+minimising ``L = L_clip + vf_coef * L_value - ent_coef * H`` (token means over real response tokens).
+Defaults follow RL4LMs' PPO settings for text (Ramamurthy et al. 2023) where they apply.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from rl4text.algorithms.base import Algorithm, OnPolicyConfig, TrainBatch, masked_entropy_mean
+from rl4text.core import clipped_value_loss, explained_variance, ppo_policy_loss
+from rl4text.registry import register_algorithm
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    """PPO hyper-parameters (plus the shared KL/GAE fields of ``OnPolicyConfig``)."""
+
+    clip_range: float = 0.2
+    """Ratio clipping epsilon of the surrogate objective."""
+    clip_range_value: float | None = 0.2
+    """Clipping of the value update around the rollout values (``None``: unclipped squared error)."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    n_epochs: int = 4
+    """Passes over each rollout."""
+    minibatch_size: int = 8
+    """Episodes per gradient step."""
+    target_kl: float | None = None
+    """Stop the epochs early once approx-KL(old || new) exceeds ``1.5 * target_kl`` (as stable-baselines3)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.minibatch_size <= 0 or self.n_epochs <= 0:
+            raise ValueError("minibatch_size and n_epochs must be positive")
+
+
+@register_algorithm("ppo")
+class PPO(Algorithm):
+    Config = PPOConfig
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        cfg: PPOConfig = self.config
+        sums: dict[str, float] = defaultdict(float)
+        n_steps, stopped_early = 0, False
+        for _epoch in range(cfg.n_epochs):
+            order = torch.randperm(len(batch), device=batch.prompt_ids.device)
+            for start in range(0, len(batch), cfg.minibatch_size):
+                mb = batch.select(order[start : start + cfg.minibatch_size])
+                stats = self._minibatch_step(mb)
+                for key, value in stats.items():
+                    sums[key] += value
+                n_steps += 1
+                if cfg.target_kl is not None and stats["ppo/approx_kl"] > 1.5 * cfg.target_kl:
+                    stopped_early = True
+                    break
+            if stopped_early:
+                break
+        out = {key: value / n_steps for key, value in sums.items()}
+        out["ppo/explained_variance"] = explained_variance(
+            batch.old_values, batch.returns, batch.response_mask
+        )
+        out["ppo/gradient_steps"] = float(n_steps)
+        out["ppo/early_stopped"] = float(stopped_early)
+        return out
+
+    def _minibatch_step(self, mb: TrainBatch) -> dict[str, float]:
+        cfg: PPOConfig = self.config
+        mask = mb.response_mask
+        scored = self.policy.score(
+            mb.prompt_ids, mb.prompt_mask, mb.response_ids, mask.long(), self.temperature, with_values=True
+        )
+        pg_loss, pg_stats = ppo_policy_loss(
+            scored.logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
+        )
+        v_loss, v_stats = clipped_value_loss(
+            scored.values, mb.old_values, mb.returns, mask, cfg.clip_range_value
+        )
+        entropy = masked_entropy_mean(scored.logits, mask)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+        grad_norm = self.step(loss)
+        return {
+            "loss/policy": pg_loss.item(),
+            "loss/value": v_loss.item(),
+            "loss/entropy": entropy.item(),
+            "loss/total": loss.item(),
+            "ppo/approx_kl": float(pg_stats["approx_kl"]),
+            "ppo/clip_fraction": float(pg_stats["clip_fraction"]),
+            "ppo/ratio_mean": float(pg_stats["ratio_mean"]),
+            "ppo/value_clip_fraction": float(v_stats["value_clip_fraction"]),
+            "ppo/grad_norm": grad_norm,
+        }

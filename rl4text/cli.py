@@ -1,0 +1,99 @@
+"""The ``rl4text`` command: ``train``, ``list``, ``quickstart``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def _default_output_dir(config_path: str | None) -> Path:
+    stem = Path(config_path).stem if config_path else "run"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rl4text.config import load_config
+    from rl4text.train import check_config_runs, train
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = load_config(args.config, overrides)
+    check_config_runs(cfg)
+    out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
+    if args.resume and not args.output_dir:
+        raise SystemExit("rl4text train: --resume needs --output-dir (the run folder to continue)")
+    final = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    print(json.dumps(final, indent=2))
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rl4text.registry import REGISTRIES
+
+    for title, registry in REGISTRIES.items():
+        print(f"{title}:")
+        for name in registry.names():
+            print(f"  {name}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from rl4text.quickstart import run_quickstart
+
+    return run_quickstart(args.output_dir, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl4text", description="Reinforcement learning for text generators."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a policy from a YAML config")
+    p.add_argument("config", help="YAML preset (see configs/)")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. train.iterations=10 rollout.batch_size=8"
+    )
+    p.add_argument("--output-dir", help="run folder (default: runs/<config>-<time>)")
+    p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("list", help="list registered algorithms, rewards, metrics and tasks")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "quickstart", help="the demo: PPO on SmolLM2-135M-Instruct, Multi30k de->en, chrF reward"
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the quickstart preset")
+    p.add_argument("--output-dir", help="run folder (default: runs/quickstart-<time>)")
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rl4text.config import ConfigError
+    from rl4text.registry import RegistryError
+    from rl4text.tasks import TaskDataError
+    from rl4text.train import RunDirError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, RegistryError, TaskDataError, RunDirError) as exc:
+        print(f"rl4text {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

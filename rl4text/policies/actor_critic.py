@@ -1,0 +1,224 @@
+"""Actor-critic over a Hugging Face LM: one forward pass gives the response log-probs and values.
+
+Causal models see ``[prompt (left-padded) | response (right-padded)]``; the logits at position ``i`` score token
+``i + 1``, so the response tokens are scored by the logits at positions ``P-1 .. P+T-2``. Encoder-decoder models
+encode the prompt and decode ``[decoder_start | response[:-1]]``; the decoder logits at ``t`` score ``response[t]``.
+The value of the state before response token ``t`` is read from the same hidden state that scores it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ScoreOutput:
+    """Scores of a batch of responses. ``B`` episodes, ``T`` response tokens, ``V`` vocabulary."""
+
+    logits: torch.Tensor
+    """``[B, T, V]`` float32, divided by the sampling temperature."""
+    logprobs: torch.Tensor
+    """``[B, T]`` log-probs of the response tokens under the tempered distribution."""
+    values: torch.Tensor | None
+    """``[B, T]`` critic values V(s_t), or None when not asked for."""
+
+
+@functools.cache
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def accepts_kwarg(model: nn.Module, name: str) -> bool:
+    """Does ``model.forward`` take keyword ``name`` (e.g. ``logits_to_keep``, not in every architecture)?"""
+    return name in _forward_params(type(model))
+
+
+def causal_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: the first real token is at position 0. ``[B, L] -> [B, L]``."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def decoder_start_id(model: nn.Module) -> int:
+    start = model.config.decoder_start_token_id
+    if start is None:
+        start = getattr(model.generation_config, "decoder_start_token_id", None)
+    if start is None:
+        raise ValueError(f"{type(model).__name__} has no decoder_start_token_id in its config")
+    return int(start)
+
+
+def sequence_logits(
+    model: nn.Module,
+    seq2seq: bool,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    output_hidden: bool = False,
+    logits: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Logits ``[B, T, V]`` scoring each response token, and the last hidden states ``[B, T, H]`` if asked."""
+    T = response_ids.shape[1]
+    if seq2seq:
+        start = torch.full_like(response_ids[:, :1], decoder_start_id(model))
+        dec_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        dec_mask = torch.cat([torch.ones_like(response_mask[:, :1]), response_mask[:, :-1]], dim=1)
+        out = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            decoder_input_ids=dec_ids,
+            decoder_attention_mask=dec_mask,
+            output_hidden_states=output_hidden,
+            use_cache=False,
+        )
+        hidden = out.decoder_hidden_states[-1] if output_hidden else None
+        return (out.logits if logits else None), hidden
+    P = prompt_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    kwargs = {}
+    if accepts_kwarg(model, "logits_to_keep"):  # skip the LM head on prompt positions
+        kwargs["logits_to_keep"] = T + 1 if logits else 1
+    out = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=causal_position_ids(mask),
+        output_hidden_states=output_hidden,
+        use_cache=False,
+        **kwargs,
+    )
+    hidden = out.hidden_states[-1][:, P - 1 : P + T - 1] if output_hidden else None
+    return (out.logits[:, -(T + 1) : -1] if logits else None), hidden
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[tokens]``: ``[B, T, V], [B, T] -> [B, T]``."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class ActorCritic(nn.Module):
+    """A language model (the actor) with a scalar value head (the critic).
+
+    ``critic="shared"`` puts the value head on the policy's last hidden state (one forward pass for both);
+    ``"separate"`` gives the critic its own copy of the base model, so value gradients leave the policy alone.
+    """
+
+    def __init__(self, model: nn.Module, seq2seq: bool, critic: str = "shared"):
+        super().__init__()
+        self.model = model
+        self.seq2seq = seq2seq
+        hidden = model.config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, 1, dtype=torch.float32)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+        self.critic_model = copy.deepcopy(model) if critic == "separate" else None
+        if self.critic_model is not None:
+            self.critic_model.requires_grad_(True)
+
+    @property
+    def device(self) -> torch.device:
+        return self.value_head.weight.device
+
+    def score(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        temperature: float = 1.0,
+        with_values: bool = True,
+    ) -> ScoreOutput:
+        """Tempered logits, log-probs and values of a batch of responses (shapes in :class:`ScoreOutput`)."""
+        shared = with_values and self.critic_model is None
+        logits, hidden = sequence_logits(
+            self.model,
+            self.seq2seq,
+            prompt_ids,
+            prompt_mask,
+            response_ids,
+            response_mask,
+            output_hidden=shared,
+        )
+        logits = logits.float() / temperature
+        values = None
+        if with_values:
+            if not shared:
+                _, hidden = sequence_logits(
+                    self.critic_model,
+                    self.seq2seq,
+                    prompt_ids,
+                    prompt_mask,
+                    response_ids,
+                    response_mask,
+                    output_hidden=True,
+                    logits=False,
+                )
+            values = self.value_head(hidden.float()).squeeze(-1)
+        return ScoreOutput(logits=logits, logprobs=token_logprobs(logits, response_ids), values=values)
+
+
+@torch.no_grad()
+def reference_logprobs(
+    ref_model: nn.Module,
+    seq2seq: bool,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probs ``[B, T]`` of the response tokens under the frozen reference model (same temperature)."""
+    logits, _ = sequence_logits(ref_model, seq2seq, prompt_ids, prompt_mask, response_ids, response_mask)
+    return token_logprobs(logits.float() / temperature, response_ids)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen, eval-mode copy of ``model`` (the KL reference)."""
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
+
+
+@torch.no_grad()
+def observation_logits(
+    policy: ActorCritic, obs: dict, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next-token logits ``[V]`` and value (scalar) for one ``TextGenEnv`` observation.
+
+    The token-by-token path: no batching, no padding, no KV cache, one full forward over the real prompt and
+    context tokens. Used to drive the env with a policy and to check the batched fast path against it.
+    """
+    device = policy.device
+
+    def real(ids_key: str, mask_key: str) -> torch.Tensor:
+        ids, mask = torch.as_tensor(obs[ids_key]), torch.as_tensor(obs[mask_key]).bool()
+        return ids[mask].to(device)[None]
+
+    prompt, context = (
+        real("prompt_input_ids", "prompt_attention_mask"),
+        real("context_input_ids", "context_attention_mask"),
+    )
+    trunk = policy.critic_model if policy.critic_model is not None else policy.model
+
+    def run(model: nn.Module):
+        if policy.seq2seq:
+            start = torch.full((1, 1), decoder_start_id(model), dtype=torch.long, device=device)
+            out = model(
+                input_ids=prompt, decoder_input_ids=torch.cat([start, context], 1), output_hidden_states=True
+            )
+            return out.logits[0, -1], out.decoder_hidden_states[-1][0, -1]
+        out = model(input_ids=torch.cat([prompt, context], 1), output_hidden_states=True)
+        return out.logits[0, -1], out.hidden_states[-1][0, -1]
+
+    logits, hidden = run(policy.model)
+    if trunk is not policy.model:
+        _, hidden = run(trunk)
+    value = policy.value_head(hidden.float()).squeeze(-1)
+    return logits.float() / temperature, value

@@ -1,0 +1,201 @@
+"""Named registries of components (algorithms, rewards, metrics, tasks).
+
+A component is found, in order, by: a name registered with a decorator or a lazy ``"module:attr"`` entry;
+a ``"package.module:Name"`` spec written in a config; a third-party package's entry point in the group
+``rl4text.plugins`` (looked up only on a miss, so a plugin cannot slow down ``import rl4text``).
+An unknown name fails with the known names and the closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import Any
+
+PLUGIN_GROUP = "rl4text.plugins"
+
+
+class RegistryError(KeyError):
+    """An unknown or conflicting registry name. ``str()`` gives the full message (KeyError would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def import_spec(spec: str) -> Any:
+    """Import ``"package.module:Attr"`` (attributes may be dotted) and return the object."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"not an import spec {spec!r}: expected 'package.module:Name'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import module {module_name!r} named in {spec!r}: {exc}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry:
+    """A map from names to components (classes or factory functions).
+
+    >>> REWARDS = Registry("reward")
+    >>> @REWARDS.register("length")
+    ... def length_reward(prompts, completions, references): ...
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}  # name -> object, or "module:attr" string for lazy entries
+        self._plugins_loaded = False
+
+    def register(self, name: str, obj: Any = None, *, override: bool = False) -> Callable[[Any], Any]:
+        """Register ``obj`` under ``name``; used bare as a decorator when ``obj`` is omitted."""
+
+        def add(target: Any) -> Any:
+            existing = self._entries.get(name)
+            lazy = isinstance(existing, str)  # a lazy entry is replaced by the object it names, on import
+            if not override and existing is not None and existing is not target and not lazy:
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered ({self._describe(name)}); "
+                    "pass override=True to replace it"
+                )
+            self._entries[name] = target
+            return target
+
+        return add if obj is None else add(obj)
+
+    def register_lazy(self, name: str, spec: str) -> None:
+        """Register ``name`` to be imported from ``"module:attr"`` on first use (keeps imports cheap)."""
+        self._entries.setdefault(name, spec)
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except RegistryError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> Any:
+        """Return the component called ``name`` (or named by a ``"module:Name"`` spec)."""
+        if name not in self._entries and ":" in name:
+            return import_spec(name)
+        if name not in self._entries:
+            self._load_plugins()
+        if name not in self._entries:
+            known = sorted(self._entries)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or '(none)'}. "
+                f"A component from your own code can be named as 'package.module:Name'."
+            )
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            entry = import_spec(entry)
+            self._entries[name] = entry
+        return entry
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Look ``name`` up and call it with ``kwargs`` (a class is instantiated, a factory called)."""
+        return self.get(name)(**kwargs)
+
+    def _describe(self, name: str) -> str:
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            return entry
+        return f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
+
+    def _load_plugins(self) -> None:
+        """Import every ``rl4text.plugins`` entry point once; plugins register themselves on import.
+
+        An entry point may also name a registry directly: ``reward.my_metric = "pkg.mod:MyMetric"``
+        registers ``my_metric`` in the reward registry without importing it yet.
+        """
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            kind, dot, comp_name = ep.name.partition(".")
+            if dot:
+                if kind == self.kind:
+                    self.register_lazy(comp_name, ep.value)
+                continue
+            try:
+                ep.load()
+            except Exception as exc:  # a broken plugin must not break the whole framework
+                import warnings
+
+                warnings.warn(f"rl4text plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+
+
+ALGORITHMS = Registry("algorithm")
+REWARDS = Registry("reward")
+METRICS = Registry("metric")
+TASKS = Registry("task")
+
+REGISTRIES: dict[str, Registry] = {
+    "algorithms": ALGORITHMS,
+    "rewards": REWARDS,
+    "metrics": METRICS,
+    "tasks": TASKS,
+}
+
+
+def register_algorithm(name: str) -> Callable[[Any], Any]:
+    """Decorator: register an algorithm (see ``rl4text.algorithms.base.Algorithm``)."""
+    return ALGORITHMS.register(name)
+
+
+def register_reward(name: str) -> Callable[[Any], Any]:
+    """Decorator: register a reward factory; calling it with ``args`` gives a batched reward callable."""
+    return REWARDS.register(name)
+
+
+def register_metric(name: str) -> Callable[[Any], Any]:
+    """Decorator: register a corpus-level metric factory."""
+    return METRICS.register(name)
+
+
+def register_task(name: str) -> Callable[[Any], Any]:
+    """Decorator: register a task factory returning a ``rl4text.tasks.Task``."""
+    return TASKS.register(name)
+
+
+# Built-in components are registered lazily so that `import rl4text` imports no model code.
+for _name, _spec in {
+    "ppo": "rl4text.algorithms.ppo:PPO",
+}.items():
+    ALGORITHMS.register_lazy(_name, _spec)
+
+for _name, _spec in {
+    "chrf": "rl4text.rewards.lexical:chrf_reward",
+    "bleu": "rl4text.rewards.lexical:bleu_reward",
+    "char_fraction": "rl4text.rewards.toy:char_fraction_reward",
+    "length": "rl4text.rewards.toy:length_reward",
+}.items():
+    REWARDS.register_lazy(_name, _spec)
+
+for _name, _spec in {
+    "chrf": "rl4text.metrics.lexical:ChrF",
+    "bleu": "rl4text.metrics.lexical:Bleu",
+}.items():
+    METRICS.register_lazy(_name, _spec)
+
+for _name, _spec in {
+    "toy_letters": "rl4text.tasks.toy:toy_letters_task",
+    "multi30k": "rl4text.tasks.translation:multi30k_task",
+    "jsonl": "rl4text.tasks.generic:jsonl_task",
+}.items():
+    TASKS.register_lazy(_name, _spec)

@@ -1,0 +1,56 @@
+"""Tasks: named datasets of samples ``{"prompt": str, "references": [str, ...], "meta": {...}}`` with splits.
+
+A task factory is registered by name (``@rl4text.register_task("name")``) and called with ``task.args``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class TaskDataError(ValueError):
+    """Missing or malformed task data; the message names the file, line and field."""
+
+
+@dataclass
+class Task:
+    """A dataset of prompts and references.
+
+    ``splits`` maps a split name to its samples or to a zero-argument loader (read on first use).
+    ``metrics`` is the default evaluation suite; ``instruction`` is how prompts were worded (for the record).
+    """
+
+    name: str
+    splits: dict[str, list[dict] | Callable[[], list[dict]]]
+    metrics: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[dict]:
+        if name not in self.splits:
+            raise TaskDataError(f"task {self.name!r} has no split {name!r}; splits: {', '.join(self.splits)}")
+        data = self.splits[name]
+        if callable(data):
+            data = self.splits[name] = data()
+        if not data:
+            raise TaskDataError(f"task {self.name!r}: split {name!r} is empty")
+        return data
+
+
+def data_root() -> Path | None:
+    """The folder named by ``RL4TEXT_DATA`` (layout of ``../shared/data``), or None when unset."""
+    root = os.environ.get("RL4TEXT_DATA")
+    return Path(root).expanduser() if root else None
+
+
+def check_sample(sample: dict, where: str) -> dict:
+    """Validate a sample; ``where`` names its file and line in the error."""
+    prompt = sample.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise TaskDataError(f"{where}: field 'prompt' is missing or empty")
+    refs = sample.get("references")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise TaskDataError(f"{where}: field 'references' must be a non-empty list of strings, got {refs!r}")
+    sample.setdefault("meta", {})
+    return sample

@@ -1,0 +1,56 @@
+"""Shared fixtures: a character tokenizer and tiny random causal / seq2seq models (built from configs, no Hub)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+from rl4text.config import ModelConfig
+from rl4text.models import load_model, load_tokenizer
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+}
+TINY_T5 = {
+    "model_type": "t5",
+    "d_model": 32,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "d_kv": 8,
+}
+TINY_MODELS = {"causal": TINY_LLAMA, "seq2seq": TINY_T5}
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer(ModelConfig(random_init=TINY_LLAMA, tokenizer="char"))
+
+
+def tiny_model(kind: str, tokenizer, seed: int = 0):
+    torch.manual_seed(seed)
+    return load_model(ModelConfig(random_init=TINY_MODELS[kind], tokenizer="char"), tokenizer)
+
+
+@pytest.fixture(params=["causal", "seq2seq"])
+def kind(request):
+    return request.param
+
+
+SAMPLES = [
+    {"prompt": "letters: abc", "references": ["aeiou abc"]},
+    {"prompt": "a much longer prompt: qwerty", "references": ["aeiou qwerty", "second reference"]},
+    {"prompt": "hi", "references": ["aeiou hi"]},
+    {"prompt": "letters: zz top", "references": ["aeiou zz"]},
+]
