@@ -121,13 +121,11 @@ def load_model(cfg: ModelConfig, tokenizer) -> tuple[nn.Module, bool]:
         model = auto.from_config(hf_config, dtype=_dtype(cfg.dtype))
     else:
         source, gguf = resolve_source(cfg)
-        hf_config = AutoConfig.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
-        auto = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
-        kwargs = {"dtype": _dtype(cfg.dtype)}
-        if gguf:
-            kwargs["gguf_file"] = gguf
+        kwargs = {"gguf_file": gguf} if gguf else {}
         try:
-            model = auto.from_pretrained(source, **kwargs)
+            hf_config = AutoConfig.from_pretrained(source, **kwargs)
+            auto = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_pretrained(source, dtype=_dtype(cfg.dtype), **kwargs)
         except OSError as exc:
             hint = ""
             if cfg.name_or_path in OFFLINE_PACKAGES:

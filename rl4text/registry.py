@@ -176,6 +176,10 @@ def register_task(name: str) -> Callable[[Any], Any]:
 # Built-in components are registered lazily so that `import rl4text` imports no model code.
 for _name, _spec in {
     "ppo": "rl4text.algorithms.ppo:PPO",
+    "a2c": "rl4text.algorithms.a2c:A2C",
+    "trpo": "rl4text.algorithms.trpo:TRPO",
+    "nlpo": "rl4text.algorithms.nlpo:NLPO",
+    "rloo": "rl4text.algorithms.rloo:RLOO",
 }.items():
     ALGORITHMS.register_lazy(_name, _spec)
 

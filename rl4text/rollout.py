@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,6 +26,25 @@ from rl4text.text import decode_responses, encode_prompts, format_prompt
 
 # (logits [B, V] of the current step, generated tokens so far [B, t]) -> logits [B, V]; e.g. NLPO's action mask.
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class ActionMasker(Protocol):
+    """Restricts the action space (NLPO): the same mask during sampling and when the tokens are scored."""
+
+    def processor(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> LogitsProcessor:
+        """A logits processor for one generation batch (tempered logits in, masked logits out)."""
+        ...
+
+    def sequence_mask(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        """``[B, T, V]`` bool: the tokens allowed at each response step (True = allowed)."""
+        ...
 
 
 @dataclass
@@ -48,7 +68,9 @@ class Rollout:
     values: torch.Tensor | None = None
     """``[B, T]`` critic values of the state before each token."""
     ref_logprobs: torch.Tensor | None = None
-    """``[B, T]`` reference-model log-probs of the sampled tokens (for the KL penalty)."""
+    """``[B, T]`` reference-model log-probs of the sampled tokens (for the KL penalty, never masked)."""
+    action_mask: torch.Tensor | None = None
+    """``[B, T, V]`` bool allowed tokens at each step, when an :class:`ActionMasker` restricted sampling."""
     extras: dict = field(default_factory=dict)
 
     @property
@@ -62,11 +84,68 @@ class Rollout:
         return (self.response_ids.gather(1, last[:, None]).squeeze(1) == eos_id) & (self.lengths > 0)
 
 
-def _pick(logits: torch.Tensor, do_sample: bool, temperature: float) -> torch.Tensor:
+def _pick(tempered_logits: torch.Tensor, do_sample: bool) -> torch.Tensor:
+    """Sample from ``softmax(tempered_logits)`` (the distribution the log-probs are scored under), or argmax."""
     if not do_sample:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1).squeeze(-1)
+        return tempered_logits.argmax(-1)
+    return torch.multinomial(torch.softmax(tempered_logits, dim=-1), 1).squeeze(-1)
+
+
+class IncrementalDecoder:
+    """Next-token logits ``[B, V]`` of a batch, advanced one token at a time with the KV cache.
+
+    Seq2seq models run the encoder once; causal models run the prompt once (LM head on the last position only).
+    Shared by :func:`generate` and anything that must follow the same states in lockstep (NLPO's mask policy).
+    """
+
+    def __init__(self, model: nn.Module, seq2seq: bool, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+        self.model, self.seq2seq, self.prompt_mask = model, seq2seq, prompt_mask
+        if seq2seq:
+            self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
+            start = torch.full((prompt_ids.shape[0], 1), decoder_start_id(model), dtype=torch.long)
+            out = model(
+                encoder_outputs=self.encoder_outputs,
+                attention_mask=prompt_mask,
+                decoder_input_ids=start.to(prompt_ids.device),
+                use_cache=True,
+            )
+        else:
+            self.attn = prompt_mask.clone()
+            # only the last position's logits are needed: skip the LM head on the rest of the prompt
+            keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
+            out = model(
+                input_ids=prompt_ids,
+                attention_mask=self.attn,
+                position_ids=causal_position_ids(self.attn),
+                use_cache=True,
+                **keep,
+            )
+        self.cache = out.past_key_values
+        self.logits = out.logits[:, -1].float()
+
+    def advance(self, token: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Feed ``token: [B]``; rows not ``alive: [B]`` (finished) are fed padding the model does not attend to."""
+        step = token[:, None]
+        if self.seq2seq:
+            out = self.model(
+                encoder_outputs=self.encoder_outputs,
+                attention_mask=self.prompt_mask,
+                decoder_input_ids=step,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        else:
+            self.attn = torch.cat([self.attn, alive.long()[:, None]], dim=1)
+            out = self.model(
+                input_ids=step,
+                attention_mask=self.attn,
+                position_ids=causal_position_ids(self.attn)[:, -1:],
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        self.cache = out.past_key_values
+        self.logits = out.logits[:, -1].float()
+        return self.logits
 
 
 @torch.no_grad()
@@ -84,64 +163,26 @@ def generate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample responses with the KV cache: ``[B, P]`` prompts -> ``(response_ids [B, T], response_mask [B, T])``.
 
-    Seq2seq models run the encoder once; causal models run the prompt once. Each later step feeds one token
-    per sequence. Stops when every sequence has emitted EOS or after ``max_new_tokens``.
+    ``logits_processor(logits / temperature, generated)`` may reshape each step's distribution (e.g. NLPO's mask);
+    stops when every sequence has emitted EOS or after ``max_new_tokens``.
     """
     B = prompt_ids.shape[0]
-    device = prompt_ids.device
-    if seq2seq:
-        encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
-        step_ids = torch.full((B, 1), decoder_start_id(model), dtype=torch.long, device=device)
-        out = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=prompt_mask,
-            decoder_input_ids=step_ids,
-            use_cache=True,
-        )
-    else:
-        attn = prompt_mask.clone()
-        # only the last position's logits are needed: skip the LM head on the rest of the prompt
-        keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
-        out = model(
-            input_ids=prompt_ids,
-            attention_mask=attn,
-            position_ids=causal_position_ids(attn),
-            use_cache=True,
-            **keep,
-        )
+    decoder = IncrementalDecoder(model, seq2seq, prompt_ids, prompt_mask)
     tokens, masks = [], []
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
     for t in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
+        logits = decoder.logits / temperature
         if logits_processor is not None:
             generated = torch.stack(tokens, 1) if tokens else prompt_ids.new_zeros((B, 0))
             logits = logits_processor(logits, generated)
-        token = _pick(logits, do_sample, temperature)
+        token = _pick(logits, do_sample)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         tokens.append(token)
         masks.append((~finished).float())
         finished = finished | (token == eos_id)
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
-        step = token[:, None]
-        if seq2seq:
-            out = model(
-                encoder_outputs=encoder_outputs,
-                attention_mask=prompt_mask,
-                decoder_input_ids=step,
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
-        else:
-            attn = torch.cat([attn, (~finished).long()[:, None]], dim=1)
-            position = causal_position_ids(attn)[:, -1:]
-            out = model(
-                input_ids=step,
-                attention_mask=attn,
-                position_ids=position,
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
+        decoder.advance(token, ~finished)
     return torch.stack(tokens, 1), torch.stack(masks, 1)
 
 
@@ -163,10 +204,15 @@ def collect_rollout(
     max_prompt_length: int,
     temperature: float = 1.0,
     use_chat_template: bool = False,
-    logits_processor: LogitsProcessor | None = None,
     with_values: bool = True,
+    action_masker: ActionMasker | None = None,
+    logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
-    """Generate one episode per sample and score it (policy log-probs, values, reference log-probs)."""
+    """Generate one episode per sample and score it (policy log-probs, values, reference log-probs).
+
+    With an ``action_masker`` (NLPO) sampling and the policy's log-probs use the masked distribution; the
+    reference log-probs (for the KL penalty) stay unmasked. ``logits_processor`` alone only shapes sampling.
+    """
     device = policy.device
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
@@ -182,10 +228,23 @@ def collect_rollout(
         tokenizer.pad_token_id,
         do_sample=True,
         temperature=temperature,
-        logits_processor=logits_processor,
+        logits_processor=action_masker.processor(prompt_ids, prompt_mask)
+        if action_masker
+        else logits_processor,
     )
+    action_mask = None
+    if action_masker is not None:
+        action_mask = action_masker.sequence_mask(
+            prompt_ids, prompt_mask, response_ids, response_mask.long(), temperature
+        )
     scored = policy.score(
-        prompt_ids, prompt_mask, response_ids, response_mask.long(), temperature, with_values=with_values
+        prompt_ids,
+        prompt_mask,
+        response_ids,
+        response_mask.long(),
+        temperature,
+        with_values=with_values,
+        action_mask=action_mask,
     )
     ref = None
     if reference is not None:
@@ -209,4 +268,5 @@ def collect_rollout(
         logprobs=scored.logprobs * mask,
         values=None if scored.values is None else scored.values * mask,
         ref_logprobs=None if ref is None else ref * mask,
+        action_mask=action_mask,
     )

@@ -184,7 +184,13 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     train_samples = c.task.split(cfg.task.train_split)
     eval_samples = c.task.split(cfg.task.eval_split)[: cfg.eval.max_samples]
     metric_names = cfg.eval.metrics or c.task.metrics
-    sampler = PromptSampler(train_samples, cfg.rollout.batch_size, cfg.train.seed)
+    k = c.algorithm.samples_per_prompt
+    if cfg.rollout.batch_size % k:
+        raise ConfigError(
+            f"rollout.batch_size={cfg.rollout.batch_size} must be a multiple of the {cfg.algorithm.name} "
+            f"algorithm's samples per prompt ({k})"
+        )
+    sampler = PromptSampler(train_samples, cfg.rollout.batch_size // k, cfg.train.seed)
 
     start = 0
     ckpt = latest_checkpoint(out / "checkpoints") if resume else None
@@ -232,7 +238,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     for it in range(start + 1, cfg.train.iterations + 1):
         t0 = time.perf_counter()
         # 1. sample prompts, 2. roll out (generate + score policy, values, reference)
-        samples = sampler.next()
+        samples = [s for s in sampler.next() for _ in range(c.algorithm.samples_per_prompt)]
         rollout = collect_rollout(
             c.policy,
             c.reference,
@@ -243,6 +249,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
             cfg.rollout.temperature,
             c.use_chat_template,
             with_values=c.algorithm.uses_critic,
+            action_masker=c.algorithm.action_masker,
         )
         t1 = time.perf_counter()
         # 3. reward: task reward of each finished text, KL penalty on every token
@@ -288,7 +295,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
             print(
                 f"iter {it:4d}/{cfg.train.iterations}  reward {row['rollout/reward_mean']:+.4f}  "
                 f"kl {kl_seq:+.4f}  len {row['rollout/response_length']:.1f}  "
-                f"approx_kl {stats.get('ppo/approx_kl', float('nan')):.4f}  {row['time/iteration_s']:.2f}s",
+                f"approx_kl {stats.get('policy/approx_kl', float('nan')):.4f}  {row['time/iteration_s']:.2f}s",
                 flush=True,
             )
         # 7. save

@@ -50,11 +50,11 @@ def test_ppo_raises_reward_and_changes_parameters(tmp_path, model_overrides):
     assert any(k.startswith("value_head") for k in changed)
     assert any(k.startswith("model.") for k in changed)
     for key in (
-        "ppo/approx_kl",
+        "policy/approx_kl",
         "ppo/clip_fraction",
         "loss/entropy",
         "loss/value",
-        "ppo/explained_variance",
+        "policy/explained_variance",
         "kl/mean",
     ):
         assert all(key in r for r in rows)
@@ -117,7 +117,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
     train(load_config(SMOKE, ["train.iterations=1", "train.save_final_model=false"]), tmp_path / "run")
     with pytest.raises(RunDirError, match="algorithm"):
         train(
-            load_config(SMOKE, ["train.iterations=2", "algorithm.clip_range=0.3"]),
+            load_config(SMOKE, ["train.iterations=2", "algorithm.kl_coef=0.3"]),
             tmp_path / "run",
             resume=True,
         )

@@ -57,13 +57,19 @@ class TrainBatch:
     old_values: torch.Tensor  # [B, T] critic values at rollout time (zeros without a critic)
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor  # [B, T]
+    action_mask: torch.Tensor | None = None  # [B, T, V] bool allowed tokens (NLPO), None: all allowed
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
 
     def select(self, index: torch.Tensor) -> TrainBatch:
         """The sub-batch of episodes ``index: [b]``."""
-        return TrainBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return TrainBatch(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                for f in fields(self)
+            }
+        )
 
 
 class Algorithm:
@@ -71,6 +77,11 @@ class Algorithm:
 
     Config = OnPolicyConfig
     uses_critic = True
+    """Whether rollouts need values (a critic-free algorithm skips the value computation)."""
+    samples_per_prompt = 1
+    """Episodes per distinct prompt in a rollout batch (RLOO's k); the loop repeats each prompt this often."""
+    action_masker = None
+    """An ``rl4text.rollout.ActionMasker`` restricting sampling and scoring (NLPO), or None."""
 
     def __init__(self, config: OnPolicyConfig, policy: ActorCritic, optimizer: torch.optim.Optimizer):
         self.config = config
@@ -94,6 +105,7 @@ class Algorithm:
             values,
             advantages,
             returns,
+            rollout.action_mask,
         )
 
     def update(self, batch: TrainBatch) -> dict[str, float]:

@@ -58,13 +58,13 @@ class PPO(Algorithm):
                 for key, value in stats.items():
                     sums[key] += value
                 n_steps += 1
-                if cfg.target_kl is not None and stats["ppo/approx_kl"] > 1.5 * cfg.target_kl:
+                if cfg.target_kl is not None and stats["policy/approx_kl"] > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
             if stopped_early:
                 break
         out = {key: value / n_steps for key, value in sums.items()}
-        out["ppo/explained_variance"] = explained_variance(
+        out["policy/explained_variance"] = explained_variance(
             batch.old_values, batch.returns, batch.response_mask
         )
         out["ppo/gradient_steps"] = float(n_steps)
@@ -75,7 +75,13 @@ class PPO(Algorithm):
         cfg: PPOConfig = self.config
         mask = mb.response_mask
         scored = self.policy.score(
-            mb.prompt_ids, mb.prompt_mask, mb.response_ids, mask.long(), self.temperature, with_values=True
+            mb.prompt_ids,
+            mb.prompt_mask,
+            mb.response_ids,
+            mask.long(),
+            self.temperature,
+            with_values=True,
+            action_mask=mb.action_mask,
         )
         pg_loss, pg_stats = ppo_policy_loss(
             scored.logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
@@ -91,9 +97,9 @@ class PPO(Algorithm):
             "loss/value": v_loss.item(),
             "loss/entropy": entropy.item(),
             "loss/total": loss.item(),
-            "ppo/approx_kl": float(pg_stats["approx_kl"]),
+            "policy/approx_kl": float(pg_stats["approx_kl"]),
             "ppo/clip_fraction": float(pg_stats["clip_fraction"]),
             "ppo/ratio_mean": float(pg_stats["ratio_mean"]),
             "ppo/value_clip_fraction": float(v_stats["value_clip_fraction"]),
-            "ppo/grad_norm": grad_norm,
+            "policy/grad_norm": grad_norm,
         }

@@ -29,6 +29,16 @@ class ScoreOutput:
     """``[B, T]`` critic values V(s_t), or None when not asked for."""
 
 
+MASKED_LOGIT = -1e9  # finite, so masked tokens get probability 0 without NaNs in entropies or log-probs
+
+
+def apply_action_mask(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+    """Renormalise onto allowed actions: ``logits [..., V]``, ``action_mask [..., V]`` bool (True = allowed)."""
+    if action_mask is None:
+        return logits
+    return logits.masked_fill(~action_mask, MASKED_LOGIT)
+
+
 @functools.cache
 def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
@@ -133,8 +143,13 @@ class ActorCritic(nn.Module):
         response_mask: torch.Tensor,
         temperature: float = 1.0,
         with_values: bool = True,
+        action_mask: torch.Tensor | None = None,
     ) -> ScoreOutput:
-        """Tempered logits, log-probs and values of a batch of responses (shapes in :class:`ScoreOutput`)."""
+        """Tempered logits, log-probs and values of a batch of responses (shapes in :class:`ScoreOutput`).
+
+        ``action_mask: [B, T, V]`` bool restricts each step to the allowed tokens (NLPO): the log-probs are those
+        of the masked, renormalised distribution the tokens were sampled from.
+        """
         shared = with_values and self.critic_model is None
         logits, hidden = sequence_logits(
             self.model,
@@ -145,7 +160,7 @@ class ActorCritic(nn.Module):
             response_mask,
             output_hidden=shared,
         )
-        logits = logits.float() / temperature
+        logits = apply_action_mask(logits.float() / temperature, action_mask)
         values = None
         if with_values:
             if not shared:
