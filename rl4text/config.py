@@ -77,6 +77,12 @@ class RewardConfig:
 
     components: list[RewardComponentConfig] = field(default_factory=lambda: [RewardComponentConfig()])
     """Reward components; their weighted sum is the sequence reward on the last response token."""
+    normalize: bool = False
+    """Training only: divide the sequence reward by its running std (Welford over all rewards seen)."""
+    normalize_center: bool = True
+    """With ``normalize``: also subtract the running mean."""
+    clip: float | None = None
+    """Training only: clip the (normalised) sequence reward to ``[-clip, clip]``."""
 
 
 @dataclass

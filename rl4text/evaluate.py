@@ -21,10 +21,10 @@ def generate_texts(
     use_chat_template: bool,
     do_sample: bool = False,
     temperature: float = 1.0,
-) -> tuple[list[str], list[int], list[bool]]:
-    """Completions, their lengths in tokens and whether each ended on EOS, in batches."""
+) -> tuple[list[str], list[list[int]], list[bool]]:
+    """Completions, their token ids (EOS included) and whether each ended on EOS, in batches."""
     device = next(policy_model.parameters()).device
-    texts, lengths, eos = [], [], []
+    texts, token_ids, eos = [], [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         ids, mask = encode_samples(tokenizer, chunk, max_prompt_length, seq2seq, use_chat_template)
@@ -42,10 +42,10 @@ def generate_texts(
         resp, resp_mask = resp.cpu(), resp_mask.cpu()
         texts += decode_responses(tokenizer, resp, resp_mask)
         n = resp_mask.sum(-1).long()
-        lengths += n.tolist()
+        token_ids += [row[:k] for row, k in zip(resp.tolist(), n.tolist())]
         last = resp.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1)
         eos += ((last == tokenizer.eos_token_id) & (n > 0)).tolist()
-    return texts, lengths, eos
+    return texts, token_ids, eos
 
 
 def evaluate(
@@ -54,7 +54,7 @@ def evaluate(
     tokenizer,
     samples: list[dict],
     reward_fn,
-    metric_names: list[str],
+    metrics: list[str] | dict[str, object],
     *,
     batch_size: int,
     max_new_tokens: int,
@@ -64,8 +64,8 @@ def evaluate(
     temperature: float = 1.0,
 ) -> tuple[dict[str, float], list[dict]]:
     """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
-    ``rows`` are per-sample prompt / completion / references / reward."""
-    texts, lengths, eos = generate_texts(
+    ``rows`` are per-sample prompt / completion / references / reward. ``metrics``: names, or built metrics."""
+    texts, token_ids, eos = generate_texts(
         policy_model,
         seq2seq,
         tokenizer,
@@ -79,13 +79,18 @@ def evaluate(
     )
     prompts = [s["prompt"] for s in samples]
     refs = [s["references"] for s in samples]
-    total, parts = reward_fn.score(prompts, texts, refs)
+    meta = [s.get("meta", {}) for s in samples]
+    total, parts = reward_fn.score(
+        prompts, texts, refs, ended_with_eos=eos, response_token_ids=token_ids, meta=meta
+    )
     n = len(samples)
     scores: dict[str, float] = {"reward": sum(total) / n}
     scores.update({f"reward/{k}": sum(v) / n for k, v in parts.items()})
-    for metric in build_metrics(metric_names).values():
+    # build once and pass the instances in when evaluating repeatedly (model-based metrics load encoders)
+    built = build_metrics(metrics) if isinstance(metrics, list) else metrics
+    for metric in built.values():
         scores.update(metric.compute(texts, refs).corpus)
-    scores["response_length"] = sum(lengths) / n
+    scores["response_length"] = sum(len(t) for t in token_ids) / n
     scores["eos_rate"] = sum(eos) / n
     rows = [
         {"prompt": p, "completion": c, "references": r, "reward": t}

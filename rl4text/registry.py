@@ -186,14 +186,32 @@ for _name, _spec in {
 for _name, _spec in {
     "chrf": "rl4text.rewards.lexical:chrf_reward",
     "bleu": "rl4text.rewards.lexical:bleu_reward",
+    "chrf++": "rl4text.rewards.lexical:chrf_plus_plus_reward",
+    "ter": "rl4text.rewards.lexical:ter_reward",
+    "rouge": "rl4text.rewards.lexical:rouge_reward",
+    "meteor": "rl4text.rewards.lexical:meteor_reward",
+    "bertscore": "rl4text.rewards.bertscore:bertscore_reward",
+    "classifier": "rl4text.rewards.learned:classifier_reward",
     "char_fraction": "rl4text.rewards.toy:char_fraction_reward",
     "length": "rl4text.rewards.toy:length_reward",
+    "length_ratio": "rl4text.rewards.task:length_ratio_reward",
+    "missing_eos": "rl4text.rewards.task:missing_eos_reward",
+    "repetition": "rl4text.rewards.task:repetition_reward",
 }.items():
     REWARDS.register_lazy(_name, _spec)
 
 for _name, _spec in {
     "chrf": "rl4text.metrics.lexical:ChrF",
     "bleu": "rl4text.metrics.lexical:Bleu",
+    "chrf++": "rl4text.metrics.lexical:ChrFPlusPlus",
+    "ter": "rl4text.metrics.lexical:Ter",
+    "rouge": "rl4text.metrics.lexical:Rouge",
+    "meteor": "rl4text.metrics.lexical:Meteor",
+    "bertscore": "rl4text.metrics.model_based:BERTScore",
+    "perplexity": "rl4text.metrics.model_based:Perplexity",
+    "distinct": "rl4text.metrics.diversity:Distinct",
+    "msttr": "rl4text.metrics.diversity:MSTTR",
+    "self_bleu": "rl4text.metrics.diversity:SelfBleu",
 }.items():
     METRICS.register_lazy(_name, _spec)
 

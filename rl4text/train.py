@@ -22,11 +22,12 @@ from rl4text.config import Config, ConfigError, save_config
 from rl4text.core import make_kl_controller, masked_mean
 from rl4text.core.shaping import kl_penalized_rewards
 from rl4text.evaluate import evaluate
+from rl4text.metrics import build_metrics
 from rl4text.models import load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import ActorCritic, frozen_copy
 from rl4text.registry import ALGORITHMS, TASKS
-from rl4text.rewards import build_reward
-from rl4text.rollout import collect_rollout
+from rl4text.rewards import ComposedReward, RewardScaler, build_reward
+from rl4text.rollout import Rollout, collect_rollout
 
 TIME_PREFIX = "time/"  # wall-clock keys: excluded when comparing runs for determinism
 
@@ -81,7 +82,8 @@ class Components:
     optimizer: torch.optim.Optimizer
     algorithm: object
     task: object
-    reward_fn: object
+    reward_fn: ComposedReward
+    reward_scaler: RewardScaler
     use_chat_template: bool
 
 
@@ -106,9 +108,37 @@ def build(cfg: Config) -> Components:
     use_chat = cfg.model.use_chat_template
     if use_chat is None:
         use_chat = getattr(tokenizer, "chat_template", None) is not None and not seq2seq
+    scaler = RewardScaler(cfg.reward.normalize, cfg.reward.normalize_center, cfg.reward.clip)
     return Components(
-        tokenizer, policy, reference, optimizer, algorithm, task, build_reward(cfg.reward), bool(use_chat)
+        tokenizer,
+        policy,
+        reference,
+        optimizer,
+        algorithm,
+        task,
+        build_reward(cfg.reward),
+        scaler,
+        bool(use_chat),
     )
+
+
+def reward_fields(rollout: Rollout, eos_id: int) -> dict:
+    """The extra per-sample fields every reward component receives (the env passes the same)."""
+    lengths = rollout.lengths.long().tolist()
+    ids = [row[:n] for row, n in zip(rollout.response_ids.tolist(), lengths)]
+    return {
+        "ended_with_eos": rollout.ended_with_eos(eos_id).tolist(),
+        "response_token_ids": ids,
+        "meta": [s.get("meta", {}) for s in rollout.samples],
+    }
+
+
+def pad_token_rewards(token: list[list[float]], mask: torch.Tensor) -> torch.Tensor:
+    """Per-token rewards ``[B][T_i]`` as a ``[B, T]`` tensor aligned with the response tokens."""
+    out = torch.zeros_like(mask, dtype=torch.float32)
+    for i, row in enumerate(token):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- run folder
@@ -183,7 +213,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     kl_ctl = make_kl_controller(algo_cfg.kl_coef, algo_cfg.kl_target, algo_cfg.kl_horizon)
     train_samples = c.task.split(cfg.task.train_split)
     eval_samples = c.task.split(cfg.task.eval_split)[: cfg.eval.max_samples]
-    metric_names = cfg.eval.metrics or c.task.metrics
+    metrics = build_metrics(cfg.eval.metrics or c.task.metrics)  # once: model-based metrics load encoders
     k = c.algorithm.samples_per_prompt
     if cfg.rollout.batch_size % k:
         raise ConfigError(
@@ -199,6 +229,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
         start = state["iteration"]
         sampler.load_state_dict(state["sampler"])
         kl_ctl.load_state_dict(state["kl_controller"])
+        c.reward_scaler.load_state_dict(state["reward_scaler"])
         c.algorithm.load_state_dict(state["algorithm"])
         set_rng_state(state["rng"])
         log.truncate_after(start)
@@ -211,7 +242,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
             c.tokenizer,
             eval_samples,
             c.reward_fn,
-            metric_names,
+            metrics,
             batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
             max_prompt_length=cfg.rollout.max_prompt_length,
@@ -225,6 +256,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     def checkpoint(iteration: int) -> None:
         loop_state = {
             "sampler": sampler.state_dict(),
+            "reward_scaler": c.reward_scaler.state_dict(),
             "kl_controller": kl_ctl.state_dict(),
             "algorithm": c.algorithm.state_dict(),
         }
@@ -252,18 +284,26 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
             action_masker=c.algorithm.action_masker,
         )
         t1 = time.perf_counter()
-        # 3. reward: task reward of each finished text, KL penalty on every token
-        scores, parts = c.reward_fn.score(
-            [s["prompt"] for s in samples], rollout.completions, [s["references"] for s in samples]
+        # 3. reward: task reward of each finished text (scaled for training), KL penalty on every token
+        rewards = c.reward_fn.evaluate(
+            [s["prompt"] for s in samples],
+            rollout.completions,
+            [s["references"] for s in samples],
+            **reward_fields(rollout, c.tokenizer.eos_token_id),
         )
-        score_t = torch.tensor(scores, dtype=torch.float32, device=rollout.logprobs.device)
+        device = rollout.logprobs.device
+        score_t = torch.tensor(rewards.total, dtype=torch.float32, device=device)
+        seq_t = torch.tensor(c.reward_scaler(rewards.sequence), dtype=torch.float32, device=device)
         token_rewards, kl = kl_penalized_rewards(
-            score_t,
+            seq_t,
             rollout.logprobs,
             rollout.ref_logprobs,
             rollout.response_mask,
             kl_ctl.value,
             algo_cfg.kl_estimator,
+            token_scores=None
+            if rewards.token is None
+            else pad_token_rewards(rewards.token, rollout.response_mask),
         )
         t2 = time.perf_counter()
         # 4. advantages, 5. update
@@ -274,11 +314,12 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
         row = {
             "iteration": it,
             "rollout/reward_mean": float(score_t.mean()),
-            "rollout/reward_std": float(score_t.std()) if len(scores) > 1 else 0.0,
-            **{f"reward/{k}": sum(v) / len(v) for k, v in parts.items()},
+            "rollout/reward_std": float(score_t.std()) if len(samples) > 1 else 0.0,
+            **{f"reward/{k}": sum(v) / len(v) for k, v in rewards.parts.items()},
             "rollout/response_length": float(rollout.lengths.mean()),
             "rollout/eos_rate": float(rollout.ended_with_eos(c.tokenizer.eos_token_id).float().mean()),
             "rollout/entropy_proxy": float(-masked_mean(rollout.logprobs, rollout.response_mask)),
+            "rollout/reward_train_mean": float(seq_t.mean()),
             "kl/mean": kl_seq,
             "kl/coef": kl_ctl.value,
             "kl/per_token": float(masked_mean(kl, rollout.response_mask)),

@@ -21,14 +21,16 @@ def kl_penalized_rewards(
     mask: torch.Tensor,
     kl_coef: float,
     estimator: str = "k1",
+    token_scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token rewards ``r_t = -beta * KL_t (+ score on the last real token)``.
+    """Per-token rewards ``r_t = -beta * KL_t (+ token_scores_t) (+ score on the last real token)``.
 
     Args:
         scores: ``[B]`` sequence rewards of the finished texts.
         logprobs, ref_logprobs: ``[B, T]`` log-probs of the sampled tokens under policy and reference
             (``ref_logprobs=None``: no penalty).
         mask: ``[B, T]`` 1 on real response tokens.
+        token_scores: ``[B, T]`` token-level task rewards (None: sequence reward only).
 
     Returns:
         ``(rewards [B, T], kl [B, T])``, zero where ``mask`` is 0.
@@ -39,5 +41,7 @@ def kl_penalized_rewards(
     else:
         kl = kl_estimate(logprobs, ref_logprobs, estimator) * mask
     rewards = -kl_coef * kl
+    if token_scores is not None:
+        rewards = rewards + token_scores.to(rewards.dtype)
     rewards = rewards.scatter_add(1, last_token_index(mask)[:, None], scores.to(rewards.dtype)[:, None])
     return rewards * mask, kl

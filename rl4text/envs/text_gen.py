@@ -149,7 +149,12 @@ class TextGenEnv(gym.Env):
 
     def _score(self) -> tuple[float, dict[str, float]]:
         s = self._sample
-        total, parts = self.reward_fn.score([s["prompt"]], [self.completion], [s["references"]])
+        fields = {
+            "ended_with_eos": [bool(self._context) and self._context[-1] == self.eos_id],
+            "response_token_ids": [list(self._context)],
+            "meta": [s.get("meta", {})],
+        }
+        total, parts = self.reward_fn.score([s["prompt"]], [self.completion], [s["references"]], **fields)
         return total[0], {k: v[0] for k, v in parts.items()}
 
     def _obs(self) -> dict[str, np.ndarray]:

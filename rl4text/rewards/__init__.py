@@ -28,8 +28,33 @@ class Component:
     fn: RewardFn
 
 
+@dataclass
+class RewardOutput:
+    """Rewards of a batch of ``B`` finished texts."""
+
+    total: list[float]
+    """``[B]`` the episode return before any KL penalty: weighted sequence rewards + summed token rewards."""
+    sequence: list[float]
+    """``[B]`` weighted sum of the sequence-level components (placed on the last response token)."""
+    token: list[list[float]] | None
+    """``[B][T_i]`` weighted sum of the token-level components per response token, or None when there are none."""
+    parts: dict[str, list[float]]
+    """``{component: [B]}`` unweighted values (token-level components summed over tokens), logged as reward/<name>."""
+
+
+def token_level(fn: RewardFn) -> RewardFn:
+    """Mark a reward callable as token-level: it receives ``response_token_ids`` ([B] lists of token ids, EOS
+    included) and returns one list of per-token rewards per text, of the same lengths."""
+    fn.token_level = True
+    return fn
+
+
 class ComposedReward:
-    """A weighted sum of reward components; ``score`` also returns each component's values."""
+    """A weighted sum of reward components; ``evaluate`` also returns each component's values.
+
+    Extra per-sample fields reach every component as keyword arguments: the training loop, the env and evaluation
+    pass ``ended_with_eos`` ([B] bool), ``response_token_ids`` ([B] lists of ids, EOS included) and ``meta``.
+    """
 
     def __init__(self, components: list[Component]):
         if not components:
@@ -39,28 +64,86 @@ class ComposedReward:
     def __call__(
         self, prompts: list[str], completions: list[str], references: list[list[str]], **fields
     ) -> list[float]:
-        return self.score(prompts, completions, references, **fields)[0]
+        return self.evaluate(prompts, completions, references, **fields).total
 
     def score(
         self, prompts: list[str], completions: list[str], references: list[list[str]], **fields
     ) -> tuple[list[float], dict[str, list[float]]]:
-        """``(total [B], {component name: values [B]})``; names repeat-proofed as ``name``, ``name_2``, ..."""
-        total = [0.0] * len(completions)
+        """``(total [B], {component: values [B]})``."""
+        out = self.evaluate(prompts, completions, references, **fields)
+        return out.total, out.parts
+
+    def evaluate(
+        self, prompts: list[str], completions: list[str], references: list[list[str]], **fields
+    ) -> RewardOutput:
+        """Every component on the batch; repeated names are logged as ``name``, ``name_2``, ..."""
+        B = len(completions)
+        sequence = [0.0] * B
+        token: list[list[float]] | None = None
         parts: dict[str, list[float]] = {}
         for comp in self.components:
             values = _call_component(comp, prompts, completions, references, fields)
-            key = comp.name
-            n = 2
+            if getattr(comp.fn, "token_level", False):
+                token = token or [[0.0] * len(ids) for ids in fields["response_token_ids"]]
+                token = [[t + comp.weight * v for t, v in zip(row, vals)] for row, vals in zip(token, values)]
+                values = [sum(v) for v in values]
+            else:
+                sequence = [t + comp.weight * v for t, v in zip(sequence, values)]
+            key, n = comp.name, 2
             while key in parts:
                 key, n = f"{comp.name}_{n}", n + 1
             parts[key] = values
-            total = [t + comp.weight * v for t, v in zip(total, values)]
-        return total, parts
+        total = [s + (sum(t) if token else 0.0) for s, t in zip(sequence, token or [[]] * B)]
+        return RewardOutput(total, sequence, token, parts)
+
+
+class RewardScaler:
+    """Training-time transform of the sequence reward: running normalisation, then clipping.
+
+    Normalisation divides by the running standard deviation of all rewards seen so far (Welford's algorithm,
+    updated with each batch before use), and also subtracts the running mean when ``center``. Evaluation and
+    ``reward/<name>`` logs always report raw rewards.
+    """
+
+    def __init__(
+        self, normalize: bool = False, center: bool = True, clip: float | None = None, eps: float = 1e-8
+    ):
+        self.normalize, self.center, self.clip, self.eps = normalize, center, clip, eps
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: list[float]) -> None:
+        for x in values:  # Welford: numerically stable running mean and variance
+            self.count += 1
+            delta = x - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
+
+    def __call__(self, values: list[float]) -> list[float]:
+        out = list(values)
+        if self.normalize:
+            self.update(values)
+            shift = self.mean if self.center else 0.0
+            out = [(x - shift) / (self.std + self.eps) for x in out]
+        if self.clip is not None:
+            out = [min(max(x, -self.clip), self.clip) for x in out]
+        return out
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
 def _call_component(comp: Component, prompts, completions, references, fields) -> list[float]:
+    is_token = getattr(comp.fn, "token_level", False)
     try:
-        values = [float(v) for v in comp.fn(prompts, completions, references, **fields)]
+        raw = comp.fn(prompts, completions, references, **fields)
+        values = [[float(x) for x in v] for v in raw] if is_token else [float(v) for v in raw]
     except Exception as exc:
         # find the sample that breaks it, so the user can look at it
         for i in range(len(completions)):
@@ -79,6 +162,12 @@ def _call_component(comp: Component, prompts, completions, references, fields) -
         raise RewardError(
             f"reward component {comp.name!r} returned {len(values)} values for {len(completions)} texts"
         )
+    if is_token:
+        for i, (vals, ids) in enumerate(zip(values, fields["response_token_ids"])):
+            if len(vals) != len(ids):
+                raise RewardError(
+                    f"token-level reward {comp.name!r} gave {len(vals)} values for the {len(ids)} tokens of sample {i}"
+                )
     return values
 
 
@@ -106,7 +195,7 @@ def build_reward(spec: Any) -> ComposedReward:
     """A :class:`ComposedReward` from a name, spec, mapping, list, ``RewardConfig`` or callable."""
     if isinstance(spec, ComposedReward):
         return spec
-    if hasattr(spec, "components"):
+    if hasattr(spec, "components"):  # a RewardConfig
         spec = spec.components
     if isinstance(spec, (list, tuple)):
         return ComposedReward([_component(s) for s in spec])
