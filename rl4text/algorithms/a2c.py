@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
-from rl4text.algorithms.base import Algorithm, OnPolicyConfig, TrainBatch, masked_entropy_mean
-from rl4text.core import clipped_value_loss, explained_variance, masked_mean
+from rl4text.algorithms.base import (
+    Algorithm,
+    OnPolicyConfig,
+    StatsMean,
+    TrainBatch,
+    masked_entropy_mean,
+    minibatches,
+)
+from rl4text.core import approx_kl, clipped_value_loss, explained_variance, masked_mean
 from rl4text.registry import register_algorithm
 
 
@@ -41,44 +48,27 @@ class A2C(Algorithm):
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         cfg: A2CConfig = self.config
-        size = cfg.minibatch_size or len(batch)
-        totals: dict[str, float] = {}
-        steps = 0
-        for start in range(0, len(batch), size):  # a single pass, in order: no shuffling, no epochs
-            mb = batch.select(
-                torch.arange(start, min(start + size, len(batch)), device=batch.prompt_ids.device)
-            )
+        stats = StatsMean()
+        for mb in minibatches(batch, cfg.minibatch_size, shuffle=False):  # a single pass: no epochs
             mask = mb.response_mask
-            scored = self.policy.score(
-                mb.prompt_ids,
-                mb.prompt_mask,
-                mb.response_ids,
-                mask.long(),
-                self.temperature,
-                with_values=True,
-                action_mask=mb.action_mask,
-            )
+            scored = self.score(mb)
             pg_loss = policy_gradient_loss(scored.logprobs, mb.advantages, mask)
             v_loss, _ = clipped_value_loss(scored.values, mb.old_values, mb.returns, mask, None)
             entropy = masked_entropy_mean(scored.logits, mask)
             loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-            with torch.no_grad():
-                log_ratio = scored.logprobs - mb.old_logprobs
-                approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
-            stats = {
-                "loss/policy": pg_loss.item(),
-                "loss/value": v_loss.item(),
-                "loss/entropy": entropy.item(),
-                "loss/total": loss.item(),
-                "policy/approx_kl": approx_kl.item(),
-                "policy/grad_norm": self.step(loss),
-            }
-            for key, value in stats.items():
-                totals[key] = totals.get(key, 0.0) + value
-            steps += 1
-        out = {key: value / steps for key, value in totals.items()}
+            stats.add(
+                {
+                    "loss/policy": pg_loss.item(),
+                    "loss/value": v_loss.item(),
+                    "loss/entropy": entropy.item(),
+                    "loss/total": loss.item(),
+                    "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
+                    "policy/grad_norm": self.step(loss),
+                }
+            )
+        out = stats.mean()
         out["policy/explained_variance"] = explained_variance(
             batch.old_values, batch.returns, batch.response_mask
         )
-        out["a2c/gradient_steps"] = float(steps)
+        out["a2c/gradient_steps"] = float(stats.steps)
         return out

@@ -7,13 +7,14 @@ in their update (and, for NLPO, in the logits processor they hand the rollout).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from rl4text.core import compute_gae, masked_mean, masked_whiten
-from rl4text.policies.actor_critic import ActorCritic
+from rl4text.policies.actor_critic import ActorCritic, ScoreOutput
 from rl4text.rollout import Rollout
 
 
@@ -111,6 +112,18 @@ class Algorithm:
     def update(self, batch: TrainBatch) -> dict[str, float]:
         raise NotImplementedError
 
+    def score(self, mb: TrainBatch, with_values: bool = True) -> ScoreOutput:
+        """The current policy's scores of ``mb`` under the rollout's temperature and action mask."""
+        return self.policy.score(
+            mb.prompt_ids,
+            mb.prompt_mask,
+            mb.response_ids,
+            mb.response_mask.long(),
+            self.temperature,
+            with_values=with_values,
+            action_mask=mb.action_mask,
+        )
+
     def step(self, loss: torch.Tensor) -> float:
         """Backward, clip, optimiser step; returns the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -129,6 +142,32 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def minibatches(batch: TrainBatch, size: int | None, shuffle: bool) -> Iterator[TrainBatch]:
+    """One pass over ``batch`` in minibatches of ``size`` episodes (``None``: the whole batch), shuffled or in order."""
+    n = len(batch)
+    size = size or n
+    device = batch.prompt_ids.device
+    order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
+    for start in range(0, n, size):
+        yield batch.select(order[start : start + size])
+
+
+class StatsMean:
+    """Averages the per-gradient-step stats of an update (what the loop logs once per iteration)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def mean(self) -> dict[str, float]:
+        return {key: value / max(self.steps, 1) for key, value in self.sums.items()}
 
 
 def masked_entropy_mean(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

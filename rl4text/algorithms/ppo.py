@@ -7,12 +7,16 @@ Defaults follow RL4LMs' PPO settings for text (Ramamurthy et al. 2023) where the
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
-
-from rl4text.algorithms.base import Algorithm, OnPolicyConfig, TrainBatch, masked_entropy_mean
+from rl4text.algorithms.base import (
+    Algorithm,
+    OnPolicyConfig,
+    StatsMean,
+    TrainBatch,
+    masked_entropy_mean,
+    minibatches,
+)
 from rl4text.core import clipped_value_loss, explained_variance, ppo_policy_loss
 from rl4text.registry import register_algorithm
 
@@ -48,41 +52,28 @@ class PPO(Algorithm):
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         cfg: PPOConfig = self.config
-        sums: dict[str, float] = defaultdict(float)
-        n_steps, stopped_early = 0, False
+        stats, stopped_early = StatsMean(), False
         for _epoch in range(cfg.n_epochs):
-            order = torch.randperm(len(batch), device=batch.prompt_ids.device)
-            for start in range(0, len(batch), cfg.minibatch_size):
-                mb = batch.select(order[start : start + cfg.minibatch_size])
-                stats = self._minibatch_step(mb)
-                for key, value in stats.items():
-                    sums[key] += value
-                n_steps += 1
-                if cfg.target_kl is not None and stats["policy/approx_kl"] > 1.5 * cfg.target_kl:
+            for mb in minibatches(batch, cfg.minibatch_size, shuffle=True):
+                step = self._minibatch_step(mb)
+                stats.add(step)
+                if cfg.target_kl is not None and step["policy/approx_kl"] > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
             if stopped_early:
                 break
-        out = {key: value / n_steps for key, value in sums.items()}
+        out = stats.mean()
         out["policy/explained_variance"] = explained_variance(
             batch.old_values, batch.returns, batch.response_mask
         )
-        out["ppo/gradient_steps"] = float(n_steps)
+        out["ppo/gradient_steps"] = float(stats.steps)
         out["ppo/early_stopped"] = float(stopped_early)
         return out
 
     def _minibatch_step(self, mb: TrainBatch) -> dict[str, float]:
         cfg: PPOConfig = self.config
         mask = mb.response_mask
-        scored = self.policy.score(
-            mb.prompt_ids,
-            mb.prompt_mask,
-            mb.response_ids,
-            mask.long(),
-            self.temperature,
-            with_values=True,
-            action_mask=mb.action_mask,
-        )
+        scored = self.score(mb)
         pg_loss, pg_stats = ppo_policy_loss(
             scored.logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
         )

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
-from rl4text.algorithms.base import Algorithm, OnPolicyConfig, TrainBatch, masked_entropy_mean
-from rl4text.core import masked_mean
+from rl4text.algorithms.base import (
+    Algorithm,
+    OnPolicyConfig,
+    StatsMean,
+    TrainBatch,
+    masked_entropy_mean,
+    minibatches,
+)
+from rl4text.core import approx_kl
 from rl4text.registry import register_algorithm
 from rl4text.rollout import Rollout
 
@@ -78,40 +85,24 @@ class RLOO(Algorithm):
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         cfg: RLOOConfig = self.config
-        size = cfg.minibatch_size or len(batch)
-        totals: dict[str, float] = {}
-        steps = 0
+        stats = StatsMean()
         for _ in range(cfg.n_epochs):
-            for start in range(0, len(batch), size):
-                mb = batch.select(
-                    torch.arange(start, min(start + size, len(batch)), device=batch.prompt_ids.device)
-                )
+            for mb in minibatches(batch, cfg.minibatch_size, shuffle=False):
                 mask = mb.response_mask
-                scored = self.policy.score(
-                    mb.prompt_ids,
-                    mb.prompt_mask,
-                    mb.response_ids,
-                    mask.long(),
-                    self.temperature,
-                    with_values=False,
-                    action_mask=mb.action_mask,
-                )
+                scored = self.score(mb, with_values=False)
                 seq_logprob = (scored.logprobs * mask).sum(-1)
                 seq_adv = mb.advantages[:, 0]  # the same advantage sits on every token of an episode
                 loss = -(seq_adv * seq_logprob).mean()
                 with torch.no_grad():
-                    log_ratio = scored.logprobs - mb.old_logprobs
-                    approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
                     entropy = masked_entropy_mean(scored.logits, mask)
-                stats = {
-                    "loss/policy": loss.item(),
-                    "loss/entropy": entropy.item(),
-                    "policy/approx_kl": approx_kl.item(),
-                    "policy/grad_norm": self.step(loss),
-                }
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                steps += 1
-        out = {key: value / steps for key, value in totals.items()}
+                stats.add(
+                    {
+                        "loss/policy": loss.item(),
+                        "loss/entropy": entropy.item(),
+                        "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
+                        "policy/grad_norm": self.step(loss),
+                    }
+                )
+        out = stats.mean()
         out["rloo/advantage_abs_mean"] = float(batch.advantages[:, 0].abs().mean())
         return out

@@ -13,6 +13,15 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(old || new) from the sampled tokens (Schulman 2020): ``mean((r - 1) - log r)``, r = new/old.
+
+    The same diagnostic for every algorithm, so runs compare: inputs ``[B, T]``, token mean over ``mask``.
+    """
+    log_ratio = logprobs - old_logprobs
+    return masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -34,7 +43,7 @@ def ppo_policy_loss(
     with torch.no_grad():
         stats = {
             "clip_fraction": masked_mean((clipped > unclipped).float(), mask),
-            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
+            "approx_kl": approx_kl(logprobs, old_logprobs, mask),
             "ratio_mean": masked_mean(ratio, mask),
         }
     return loss, stats

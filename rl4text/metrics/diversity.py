@@ -38,7 +38,9 @@ class MSTTR:
 
     def compute(self, predictions: list[str], references: list[list[str]]) -> MetricResult:
         words = [w for p in predictions for w in p.split()]
-        segments = [words[i : i + self.segment] for i in range(0, len(words) - self.segment + 1, self.segment)]
+        segments = [
+            words[i : i + self.segment] for i in range(0, len(words) - self.segment + 1, self.segment)
+        ]
         segments = segments or ([words] if words else [])
         value = sum(len(set(s)) / len(s) for s in segments) / len(segments) if segments else 0.0
         per = [len(set(p.split())) / len(p.split()) if p.split() else 0.0 for p in predictions]

@@ -7,7 +7,9 @@ from rl4text.registry import register_reward
 
 def _field(fields: dict, name: str, reward: str) -> list:
     if name not in fields:
-        raise KeyError(f"reward {reward!r} needs the per-sample field {name!r} (the training loop, env and evaluation pass it)")
+        raise KeyError(
+            f"reward {reward!r} needs the per-sample field {name!r} (the training loop, env and evaluation pass it)"
+        )
     return fields[name]
 
 
