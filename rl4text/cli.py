@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     cfg = load_config(args.config, overrides)
-    check_config_runs(cfg)
+    check_config_runs(cfg, args.config)
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
     if args.resume and not args.output_dir:
         raise SystemExit("rl4text train: --resume needs --output-dir (the run folder to continue)")

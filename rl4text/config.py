@@ -8,6 +8,7 @@ own config dataclass.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -106,7 +107,9 @@ class TrainConfig:
     iterations: int = 100
     """Number of rollout + update iterations."""
     learning_rate: float = 1e-5
-    """AdamW learning rate for policy (and value head)."""
+    """AdamW learning rate of the policy (and of the critic unless ``value_learning_rate`` is set)."""
+    value_learning_rate: float | None = None
+    """AdamW learning rate of the value head (and separate critic); ``None``: ``learning_rate``."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     seed: int = 0
@@ -232,6 +235,9 @@ def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, where, source)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `5e-6` (no dot) as a string; it is meant as a number
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
         return float(value)

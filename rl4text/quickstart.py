@@ -45,7 +45,7 @@ def format_table(before: dict, after: dict, n: int, iterations: int) -> str:
 
 def run_quickstart(output_dir: str | None, overrides: list[str]) -> int:
     cfg = load_config(PRESET, overrides)
-    check_config_runs(cfg)
+    check_config_runs(cfg, str(PRESET))
     out = Path(output_dir) if output_dir else Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     print(
         f"rl4text quickstart: {cfg.model.name_or_path} on {cfg.task.name} "

@@ -72,6 +72,17 @@ class PromptSampler:
         self.order = list(state["order"])
 
 
+def parameter_groups(policy: ActorCritic, lr: float, value_lr: float | None) -> list[dict]:
+    """Optimiser groups: the LM at ``lr``; the value head and any separate critic at ``value_lr`` (default ``lr``)."""
+    critic = list(policy.value_head.parameters())
+    if policy.critic_model is not None:
+        critic += list(policy.critic_model.parameters())
+    critic_ids = {id(p) for p in critic}
+    actor = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids]
+    critic = [p for p in critic if p.requires_grad]
+    return [{"params": actor, "lr": lr}, {"params": critic, "lr": value_lr if value_lr is not None else lr}]
+
+
 @dataclass
 class Components:
     """Everything a run is made of (built once, from the config)."""
@@ -98,7 +109,7 @@ def build(cfg: Config) -> Components:
     needs_reference = algo_cfg.kl_coef > 0 or algo_cfg.kl_target is not None
     reference = frozen_copy(model).to(device) if needs_reference else None
     optimizer = torch.optim.AdamW(
-        [p for p in policy.parameters() if p.requires_grad],
+        parameter_groups(policy, cfg.train.learning_rate, cfg.train.value_learning_rate),
         lr=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay,
     )
@@ -367,17 +378,15 @@ def save_final_model(c: Components, folder: Path) -> None:
     )
 
 
-def check_config_runs(cfg: Config) -> None:
-    """Cheap checks that need the registries (names exist) before any model is loaded."""
-    from rl4text.registry import REWARDS, RegistryError
+def check_config_runs(cfg: Config, source: str = "<config>") -> None:
+    """Cheap checks that need the registries (names exist) before any model is loaded; errors name the key."""
+    from rl4text.registry import METRICS, REWARDS, RegistryError
 
-    try:
-        TASKS.get(cfg.task.name)
-        for comp in cfg.reward.components:
-            REWARDS.get(comp.name)
-        from rl4text.registry import METRICS
-
-        for name in cfg.eval.metrics:
-            METRICS.get(name)
-    except RegistryError as exc:
-        raise ConfigError(str(exc)) from exc
+    names = [("task.name", TASKS, cfg.task.name)]
+    names += [(f"reward.components[{i}].name", REWARDS, c.name) for i, c in enumerate(cfg.reward.components)]
+    names += [(f"eval.metrics[{i}]", METRICS, m) for i, m in enumerate(cfg.eval.metrics)]
+    for key, registry, name in names:
+        try:
+            registry.get(name)
+        except RegistryError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from exc

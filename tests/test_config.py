@@ -33,6 +33,12 @@ def test_overrides():
     assert cfg.eval.metrics == ["bleu"]
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # PyYAML (YAML 1.1) reads 5e-6 as a string; a float field accepts it
+    cfg = load_config(SMOKE, ["train.learning_rate=5e-6", "algorithm.kl_coef=1E-3"])
+    assert cfg.train.learning_rate == 5e-6 and cfg.algorithm.params.kl_coef == 1e-3
+
+
 def test_unknown_key_names_file_key_and_valid_keys():
     with pytest.raises(ConfigError) as err:
         load_config(SMOKE, ["train.learning_rte=0.1"])
@@ -99,3 +105,12 @@ def test_cli_reports_config_errors(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "unknown key 'train.itrations'" in err and "Did you mean 'iterations'" in err
     assert not (tmp_path / "run").exists()  # failed before any work
+
+
+def test_cli_reports_unknown_component_names_with_their_key(capsys, tmp_path):
+    assert main(["train", SMOKE, "reward.components.0.name=chfr", "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "configs/smoke.yaml: reward.components[0].name: unknown reward 'chfr'" in err
+    assert "Did you mean 'chrf'?" in err
+    assert main(["train", SMOKE, "eval.metrics=[bleu, rouj]", "--output-dir", str(tmp_path / "run")]) == 2
+    assert "eval.metrics[1]: unknown metric 'rouj'" in capsys.readouterr().err

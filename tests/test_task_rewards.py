@@ -47,7 +47,9 @@ def test_diversity_metrics_hand_worked():
     from rl4text.metrics.diversity import MSTTR
 
     assert MSTTR(segment=2).compute(preds, [[""]] * 2).corpus["msttr"] == pytest.approx(0.75)
-    assert m["msttr"].compute(preds, [[""]] * 2).corpus["msttr"] == pytest.approx(0.6)  # one short segment: 3/5
+    assert m["msttr"].compute(preds, [[""]] * 2).corpus["msttr"] == pytest.approx(
+        0.6
+    )  # one short segment: 3/5
     same = m["self_bleu"].compute(["the cat sat on the mat"] * 3, [[""]] * 3).corpus["self_bleu"]
     varied = m["self_bleu"].compute(["the cat sat", "dogs run fast today", "a bird sings"], [[""]] * 3)
     assert same == pytest.approx(100.0) and varied.corpus["self_bleu"] < 10
@@ -95,14 +97,21 @@ def test_training_with_a_composed_reward_logs_each_component(tmp_path):
         "reward.components=[{name: char_fraction, weight: 1.0, args: {chars: aeiou}},"
         " {name: length, weight: 0.5, args: {target: 8}}]"
     )
-    cfg = load_config(SMOKE, [components, "train.iterations=12", "eval.every=0", "train.save_final_model=false"])
+    cfg = load_config(
+        SMOKE, [components, "train.iterations=12", "eval.every=0", "train.save_final_model=false"]
+    )
     train(cfg, tmp_path / "run")
     rows = [r for r in read_rows(tmp_path / "run") if "rollout/reward_mean" in r]
     for r in rows:
-        assert r["rollout/reward_mean"] == pytest.approx(r["reward/char_fraction"] + 0.5 * r["reward/length"], abs=1e-5)
+        assert r["rollout/reward_mean"] == pytest.approx(
+            r["reward/char_fraction"] + 0.5 * r["reward/length"], abs=1e-5
+        )
     final = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert {"reward/char_fraction", "reward/length"} <= set(final)
-    assert sum(r["rollout/reward_mean"] for r in rows[-3:]) > sum(r["rollout/reward_mean"] for r in rows[:3]) + 0.3
+    assert (
+        sum(r["rollout/reward_mean"] for r in rows[-3:])
+        > sum(r["rollout/reward_mean"] for r in rows[:3]) + 0.3
+    )
 
 
 @rl4text.register_reward("test_vowel_tokens")

@@ -139,3 +139,17 @@ def test_separate_critic_and_adaptive_kl(tmp_path):
     rows = training_rows(tmp_path / "run")
     assert rows[0]["kl/coef"] == pytest.approx(0.01)
     assert rows[1]["kl/coef"] != rows[0]["kl/coef"]  # the adaptive controller moved
+
+
+def test_value_head_starts_at_zero_and_has_its_own_learning_rate():
+    cfg = load_config(SMOKE, ["train.value_learning_rate=0.01", "model.critic=separate"])
+    c = build(cfg)
+    assert torch.count_nonzero(c.policy.value_head.weight) == 0  # V = 0 until the critic learns
+    actor, critic = c.optimizer.param_groups
+    assert actor["lr"] == cfg.train.learning_rate and critic["lr"] == 0.01
+    critic_ids = {id(p) for p in critic["params"]}
+    assert {id(p) for p in c.policy.value_head.parameters()} <= critic_ids
+    assert {id(p) for p in c.policy.critic_model.parameters()} <= critic_ids
+    assert not critic_ids & {id(p) for p in c.policy.model.parameters()}
+    n_params = sum(p.numel() for p in c.policy.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in c.optimizer.param_groups for p in g["params"]) == n_params
