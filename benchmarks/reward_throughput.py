@@ -49,7 +49,10 @@ COMPONENTS = {
     "rouge (rougeLsum)": {"name": "rouge", "args": {"rouge_type": "rougeLsum"}},
     "meteor": {},
     "bertscore (MiniLM-L6)": {"name": "bertscore", "args": {"batch_size": 64}},
-    "classifier (MiniLM-L6 + head)": {"name": "classifier", "args": {"batch_size": 64, "output": "logit"}},
+    "classifier (MiniLM-L6 + head)": {
+        "name": "classifier",
+        "args": {"batch_size": 64, "output": "label_prob", "label": 1},
+    },
     "length": {},
     "length_ratio": {},
     "missing_eos": {},
