@@ -87,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     from rl4text.tasks import TaskDataError
     from rl4text.train import RunDirError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may follow options (`train C --output-dir D key=value`), which argparse leaves unparsed
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except (ConfigError, RegistryError, TaskDataError, RunDirError) as exc:

@@ -114,3 +114,22 @@ def test_cli_reports_unknown_component_names_with_their_key(capsys, tmp_path):
     assert "Did you mean 'chrf'?" in err
     assert main(["train", SMOKE, "eval.metrics=[bleu, rouj]", "--output-dir", str(tmp_path / "run")]) == 2
     assert "eval.metrics[1]: unknown metric 'rouj'" in capsys.readouterr().err
+
+
+def test_cli_overrides_may_follow_options(tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        SMOKE,
+        "--output-dir",
+        str(out),
+        "train.iterations=1",
+        "--seed",
+        "2",
+        "eval.at_start=false",
+    ]
+    assert main([*argv, "train.save_final_model=false"]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert "iterations: 1" in saved and "seed: 2" in saved and "at_start: false" in saved
+    with pytest.raises(SystemExit):
+        main(["train", SMOKE, "--output-dir", str(tmp_path / "x"), "--no-such-flag"])
