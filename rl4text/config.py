@@ -149,11 +149,39 @@ class EvalConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases logging (``rl4text.tracking``)."""
+
+    enabled: bool = True
+    """Log the run to W&B; without an API key or network it writes offline run files to sync later."""
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """``auto``: online when an API key is configured, offline otherwise (``WANDB_MODE`` also applies)."""
+    project: str = "rl4text"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); ``None``: the account's default."""
+    group: str | None = None
+    """Run group (benchmarks set it so algorithms compare side by side); ``None``: the task name."""
+    tags: list[str] = field(default_factory=list)
+    """Extra tags; algorithm, task, model and seed are always added."""
+    name: str | None = None
+    """Run name; ``None``: ``<algorithm>-<task>-<model>-seed<N>``."""
+    log_model: bool = False
+    """Upload the final model folder and ``eval.json`` as an artifact."""
+
+
+@dataclass
 class TrackingConfig:
-    """Logging."""
+    """Logging: ``metrics.jsonl``, ``samples.jsonl`` and ``eval.json`` always; W&B and TensorBoard as configured."""
 
     print_every: int = 1
     """Print a one-line summary every N iterations (0: never)."""
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    """Progress display: a bar with ETA on a terminal, summary lines in logs (``auto`` picks by ``isatty``)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files under ``<run>/tensorboard`` (needs the ``tensorboard`` package)."""
 
 
 @dataclass

@@ -64,7 +64,7 @@ def evaluate(
     temperature: float = 1.0,
 ) -> tuple[dict[str, float], list[dict]]:
     """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
-    ``rows`` are per-sample prompt / completion / references / reward. ``metrics``: names, or built metrics."""
+    ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``. ``metrics``: names, or built metrics."""
     texts, token_ids, eos = generate_texts(
         policy_model,
         seq2seq,
@@ -93,7 +93,13 @@ def evaluate(
     scores["response_length"] = sum(len(t) for t in token_ids) / n
     scores["eos_rate"] = sum(eos) / n
     rows = [
-        {"prompt": p, "completion": c, "references": r, "reward": t}
-        for p, c, r, t in zip(prompts, texts, refs, total)
+        {
+            "prompt": p,
+            "completion": c,
+            "references": r,
+            "reward": t,
+            **{f"reward/{k}": v[i] for k, v in parts.items()},
+        }
+        for i, (p, c, r, t) in enumerate(zip(prompts, texts, refs, total))
     ]
     return scores, rows

@@ -25,6 +25,7 @@ from rl4text.evaluate import evaluate
 from rl4text.metrics import build_metrics
 from rl4text.models import load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import ActorCritic, frozen_copy
+from rl4text.progress import Progress
 from rl4text.registry import ALGORITHMS, TASKS
 from rl4text.rewards import ComposedReward, RewardScaler, build_reward
 from rl4text.rollout import Rollout, collect_rollout
@@ -278,7 +279,9 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     if start == 0 and cfg.eval.at_start:
         log.metrics({"iteration": 0, **{f"eval/{k}": v for k, v in run_eval(0).items()}})
 
+    progress = Progress(cfg.train.iterations, start, cfg.tracking.progress, cfg.tracking.print_every)
     for it in range(start + 1, cfg.train.iterations + 1):
+        progress.phase("rollout", it)
         t0 = time.perf_counter()
         # 1. sample prompts, 2. roll out (generate + score policy, values, reference)
         samples = [s for s in sampler.next() for _ in range(c.algorithm.samples_per_prompt)]
@@ -318,6 +321,7 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
         )
         t2 = time.perf_counter()
         # 4. advantages, 5. update
+        progress.phase("update", it)
         batch = c.algorithm.prepare(rollout, token_rewards)
         stats = c.algorithm.update(batch)
         t3 = time.perf_counter()
@@ -339,22 +343,19 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
         kl_ctl.update(kl_seq, len(samples))
         # 6. evaluate
         if cfg.eval.every and it % cfg.eval.every == 0 and it != cfg.train.iterations:
+            progress.phase("eval", it)
             row.update({f"eval/{k}": v for k, v in run_eval(it).items()})
         row.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
         row["time/iteration_s"] = time.perf_counter() - t0
         log.metrics(row)
-        if cfg.tracking.print_every and it % cfg.tracking.print_every == 0:
-            print(
-                f"iter {it:4d}/{cfg.train.iterations}  reward {row['rollout/reward_mean']:+.4f}  "
-                f"kl {kl_seq:+.4f}  len {row['rollout/response_length']:.1f}  "
-                f"approx_kl {stats.get('policy/approx_kl', float('nan')):.4f}  {row['time/iteration_s']:.2f}s",
-                flush=True,
-            )
+        progress.iteration_done(it, row)
         # 7. save
         if cfg.train.save_every and it % cfg.train.save_every == 0 and it != cfg.train.iterations:
             checkpoint(it)
 
+    progress.phase("eval", cfg.train.iterations)
     final = run_eval(cfg.train.iterations)
+    progress.close()
     log.metrics(
         {"iteration": cfg.train.iterations, "final": True, **{f"eval/{k}": v for k, v in final.items()}}
     )

@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# W&B is on by default for users; tests opt in explicitly (tests/test_tracking.py) so runs stay fast and offline
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
 import torch

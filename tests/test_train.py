@@ -70,7 +70,14 @@ def test_run_folder_contents(tmp_path):
     assert json.loads((out / "eval.json").read_text())["iteration"] == 2
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["iteration"] for s in samples} == {0, 1, 2}
-    assert set(samples[0]) == {"iteration", "prompt", "completion", "references", "reward"}
+    assert set(samples[0]) == {
+        "iteration",
+        "prompt",
+        "completion",
+        "references",
+        "reward",
+        "reward/char_fraction",
+    }
     assert (out / "checkpoints" / "iter_000002" / "policy.safetensors").is_file()
     assert (out / "model" / "config.json").is_file() and (out / "model" / "value_head.safetensors").is_file()
     # the saved model folder is a valid model.name_or_path
