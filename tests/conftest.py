@@ -32,7 +32,23 @@ TINY_T5 = {
     "num_heads": 4,
     "d_kv": 8,
 }
-TINY_MODELS = {"causal": TINY_LLAMA, "seq2seq": TINY_T5}
+TINY_MODELS = {
+    "causal": TINY_LLAMA,
+    "seq2seq": TINY_T5,
+    # more architectures for the env-vs-rollout equivalence (absolute positions in GPT-2, BART's learned ones)
+    "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128},
+    "bart": {
+        "model_type": "bart",
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "max_position_embeddings": 128,
+    },
+}
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,12 @@ REWARD = [
 ]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_rollout_matches_env_step_by_step(kind, tokenizer, temperature):
-    model, seq2seq = tiny_model(kind, tokenizer)
+@pytest.mark.parametrize(
+    ("arch", "temperature"),
+    [("causal", 1.0), ("causal", 0.7), ("seq2seq", 1.0), ("seq2seq", 0.7), ("gpt2", 1.0), ("bart", 1.0)],
+)
+def test_rollout_matches_env_step_by_step(arch, tokenizer, temperature):
+    model, seq2seq = tiny_model(arch, tokenizer)
     policy = ActorCritic(model, seq2seq)
     reference = frozen_copy(model)
     max_new, max_prompt = 10, 24
