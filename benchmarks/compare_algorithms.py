@@ -30,6 +30,8 @@ def run_one(algorithm: str, seed: int, args: argparse.Namespace) -> dict:
     out = Path(args.runs) / f"{args.model}-{algorithm}-seed{seed}"
     overrides = [f"algorithm.name={algorithm}", f"train.seed={seed}", f"train.iterations={args.iterations}"]
     overrides += ["train.save_final_model=false", "eval.every=0", "tracking.print_every=0"]
+    # one W&B group per comparison, so the W&B UI shows the algorithms side by side
+    overrides += [f"tracking.wandb.group=compare-smoke-{args.model}", "tracking.progress=none"]
     if args.model == "seq2seq":
         overrides.append(T5)
     if not (out / "eval.json").is_file():
