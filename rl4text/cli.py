@@ -50,6 +50,21 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return run_quickstart(args.output_dir, args.overrides)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rl4text.compare import CompareError, compare
+
+    try:
+        result = compare(args.run_dirs, metrics=args.metric, output=args.output)
+    except CompareError as exc:
+        print(f"rl4text compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    print("wrote:")
+    for path in result.files:
+        print(f"  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rl4text", description="Reinforcement learning for text generators."
@@ -67,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, trailing="overrides")
 
     p = sub.add_parser("list", help="list registered algorithms, rewards, metrics and tasks")
     p.set_defaults(func=cmd_list)
@@ -77,7 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides of the quickstart preset")
     p.add_argument("--output-dir", help="run folder (default: runs/quickstart-<time>)")
-    p.set_defaults(func=cmd_quickstart)
+    p.set_defaults(func=cmd_quickstart, trailing="overrides")
+
+    p = sub.add_parser(
+        "compare",
+        help="group runs by config (seeds together), tabulate final metrics with 95% CIs and plot curves",
+    )
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders or W&B offline run folders")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="final eval metric for the table, without eval/ (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--output", default="compare", metavar="PREFIX", help="writes PREFIX.md and PREFIX_<curve>.png"
+    )
+    p.set_defaults(func=cmd_compare, trailing="run_dirs")
     return parser
 
 
@@ -90,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may follow options (`train C --output-dir D key=value`), which argparse leaves unparsed
     args, extra = parser.parse_known_args(argv)
-    stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    if stray or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
-        args.overrides = [*args.overrides, *extra]
+        dest = getattr(args, "trailing", None)  # the subcommand's list positional (overrides, run folders)
+        needs_eq = dest == "overrides"
+        stray = [a for a in extra if a.startswith("-") or (needs_eq and "=" not in a)]
+        if dest is None or stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        setattr(args, dest, [*getattr(args, dest), *extra])
     try:
         return args.func(args)
     except (ConfigError, RegistryError, TaskDataError, RunDirError) as exc:
