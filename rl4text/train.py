@@ -29,6 +29,7 @@ from rl4text.progress import Progress
 from rl4text.registry import ALGORITHMS, TASKS
 from rl4text.rewards import ComposedReward, RewardScaler, build_reward
 from rl4text.rollout import Rollout, collect_rollout
+from rl4text.tracking import make_trackers
 
 TIME_PREFIX = "time/"  # wall-clock keys: excluded when comparing runs for determinism
 
@@ -157,19 +158,30 @@ def pad_token_rewards(token: list[list[float]], mask: torch.Tensor) -> torch.Ten
 
 
 class RunLog:
-    """Append-only JSON-lines logs in the run folder."""
+    """Append-only JSON-lines logs in the run folder, mirrored to the configured trackers (W&B, TensorBoard)."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, trackers: list | None = None):
         self.metrics_path, self.samples_path = out / "metrics.jsonl", out / "samples.jsonl"
+        self.trackers = trackers or []
 
     def metrics(self, row: dict) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        for tracker in self.trackers:
+            tracker.log(row, row["iteration"])
 
     def samples(self, rows: list[dict]) -> None:
         with self.samples_path.open("a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
+        if rows:
+            for tracker in self.trackers:
+                tracker.log_samples(rows, rows[0]["iteration"])
+
+    def finish(self, final: dict | None, out: Path) -> None:
+        """Close the trackers; ``final`` is None when the run failed."""
+        for tracker in self.trackers:
+            tracker.finish(final, out)
 
     def truncate_after(self, iteration: int) -> None:
         """On resume: drop rows logged after the checkpoint, keeping the originals as ``*.before-resume``."""
@@ -219,7 +231,16 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: 
     """Run training; returns the final evaluation scores (also written to ``eval.json``)."""
     out = Path(output_dir)
     prepare_run_dir(cfg, out, resume, overwrite)
-    log = RunLog(out)
+    log = RunLog(out, make_trackers(cfg, out, resume))
+    final = None
+    try:
+        final = _train(cfg, out, resume, log)
+        return final
+    finally:
+        log.finish(final, out)
+
+
+def _train(cfg: Config, out: Path, resume: bool, log: RunLog) -> dict:
     c = build(cfg)
     algo_cfg = cfg.algorithm.params
     kl_ctl = make_kl_controller(algo_cfg.kl_coef, algo_cfg.kl_target, algo_cfg.kl_horizon)
