@@ -9,7 +9,7 @@ samples from ``softmax(logits / temperature)``, an episode ends at EOS (``termin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -71,7 +71,6 @@ class Rollout:
     """``[B, T]`` reference-model log-probs of the sampled tokens (for the KL penalty, never masked)."""
     action_mask: torch.Tensor | None = None
     """``[B, T, V]`` bool allowed tokens at each step, when an :class:`ActionMasker` restricted sampling."""
-    extras: dict = field(default_factory=dict)
 
     @property
     def lengths(self) -> torch.Tensor:

@@ -144,14 +144,20 @@ class Algorithm:
         pass
 
 
-def minibatches(batch: TrainBatch, size: int | None, shuffle: bool) -> Iterator[TrainBatch]:
-    """One pass over ``batch`` in minibatches of ``size`` episodes (``None``: the whole batch), shuffled or in order."""
-    n = len(batch)
+def minibatch_indices(
+    n: int, size: int | None, shuffle: bool, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """One pass over ``n`` episodes as index tensors of ``size`` (``None``: all at once), shuffled or in order."""
     size = size or n
-    device = batch.prompt_ids.device
     order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
     for start in range(0, n, size):
-        yield batch.select(order[start : start + size])
+        yield order[start : start + size]
+
+
+def minibatches(batch: TrainBatch, size: int | None, shuffle: bool) -> Iterator[TrainBatch]:
+    """One pass over ``batch`` in minibatches of ``size`` episodes (``None``: the whole batch), shuffled or in order."""
+    for index in minibatch_indices(len(batch), size, shuffle, batch.prompt_ids.device):
+        yield batch.select(index)
 
 
 class StatsMean:

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from rl4text.algorithms.base import Algorithm, OnPolicyConfig, TrainBatch, masked_entropy_mean
+from rl4text.algorithms.base import (
+    Algorithm,
+    OnPolicyConfig,
+    TrainBatch,
+    masked_entropy_mean,
+    minibatch_indices,
+)
 from rl4text.core import approx_kl, clipped_value_loss, explained_variance, masked_mean
 from rl4text.policies.actor_critic import ScoreOutput, sequence_logits
 from rl4text.registry import register_algorithm
@@ -249,29 +255,10 @@ class TRPO(Algorithm):
 
     # -------------------------------------------------------------------------------------- critic fit
 
-    def _values(self, mb: TrainBatch, frozen_hidden: torch.Tensor | None) -> torch.Tensor:
-        """Critic values ``[b, T]``, differentiable in the value head (and the separate critic's trunk)."""
-        if frozen_hidden is None:
-            _, frozen_hidden = sequence_logits(
-                self.policy.critic_model,
-                self.policy.seq2seq,
-                mb.prompt_ids,
-                mb.prompt_mask,
-                mb.response_ids,
-                mb.response_mask.long(),
-                output_hidden=True,
-                logits=False,
-            )
-        return self.policy.value_head(frozen_hidden.float()).squeeze(-1)
-
-    @torch.no_grad()
-    def _shared_hidden(self, batch: TrainBatch) -> torch.Tensor | None:
-        """The shared trunk's last hidden states ``[B, T, H]``, computed once without grad so the value loss
-        cannot reach the policy; ``None`` with a separate critic (its trunk is trained with the head)."""
-        if self.policy.critic_model is not None:
-            return None
+    def _trunk_hidden(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
+        """Last hidden states ``[B, T, H]`` of ``model`` at the states before each response token."""
         _, hidden = sequence_logits(
-            self.policy.model,
+            model,
             self.policy.seq2seq,
             batch.prompt_ids,
             batch.prompt_mask,
@@ -282,6 +269,20 @@ class TRPO(Algorithm):
         )
         return hidden
 
+    def _values(self, mb: TrainBatch, frozen_hidden: torch.Tensor | None) -> torch.Tensor:
+        """Critic values ``[b, T]``, differentiable in the value head (and the separate critic's trunk)."""
+        if frozen_hidden is None:
+            frozen_hidden = self._trunk_hidden(self.policy.critic_model, mb)
+        return self.policy.value_head(frozen_hidden.float()).squeeze(-1)
+
+    @torch.no_grad()
+    def _shared_hidden(self, batch: TrainBatch) -> torch.Tensor | None:
+        """The shared trunk's last hidden states ``[B, T, H]``, computed once without grad so the value loss
+        cannot reach the policy; ``None`` with a separate critic (its trunk is trained with the head)."""
+        if self.policy.critic_model is not None:
+            return None
+        return self._trunk_hidden(self.policy.model, batch)
+
     def _fit_value(self, batch: TrainBatch) -> dict[str, float]:
         cfg: TRPOConfig = self.config
         # after the policy step: the next rollout's values are read from the updated trunk
@@ -289,11 +290,8 @@ class TRPO(Algorithm):
         size = cfg.value_minibatch_size or len(batch)
         losses, norms = [], []
         for _epoch in range(cfg.n_value_epochs):
-            order = torch.arange(len(batch), device=batch.prompt_ids.device)
-            if size < len(batch):
-                order = torch.randperm(len(batch), device=order.device)
-            for start in range(0, len(batch), size):
-                index = order[start : start + size]
+            device = batch.prompt_ids.device
+            for index in minibatch_indices(len(batch), size, shuffle=size < len(batch), device=device):
                 mb = batch.select(index)
                 values = self._values(mb, None if hidden is None else hidden[index])
                 loss, _ = clipped_value_loss(

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from rl4text.metrics import MetricResult
 from rl4text.registry import register_metric
-from rl4text.rewards.task import distinct_ratio
-
-
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+from rl4text.rewards.task import distinct_ratio, ngrams
 
 
 @register_metric("distinct")
@@ -22,7 +18,7 @@ class Distinct:
         words = [p.split() for p in predictions]
         corpus = {}
         for n in self.ns:
-            grams = [g for w in words for g in _ngrams(w, n)]
+            grams = [g for w in words for g in ngrams(w, n)]
             corpus[f"distinct-{n}"] = len(set(grams)) / len(grams) if grams else 0.0
         return MetricResult(corpus, [distinct_ratio(w, self.ns[-1]) for w in words])
 

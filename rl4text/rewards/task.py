@@ -13,9 +13,14 @@ def _field(fields: dict, name: str, reward: str) -> list:
     return fields[name]
 
 
+def ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    """The word n-grams of one text, in order."""
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
 def distinct_ratio(words: list[str], n: int) -> float:
     """Unique n-grams / n-grams of one text (1.0 when it has no n-gram)."""
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    grams = ngrams(words, n)
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
