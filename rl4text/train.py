@@ -282,6 +282,7 @@ def _train(cfg: Config, out: Path, resume: bool, log: RunLog) -> dict:
             use_chat_template=c.use_chat_template,
             do_sample=cfg.eval.do_sample,
             temperature=cfg.eval.temperature,
+            num_beams=cfg.eval.num_beams,
         )
         log.samples([{"iteration": iteration, **r} for r in rows[: cfg.eval.num_logged_samples]])
         return scores
