@@ -140,6 +140,8 @@ class EvalConfig:
     """Greedy decoding (default) or sampling with ``temperature``."""
     temperature: float = 1.0
     """Temperature when ``do_sample`` is true."""
+    num_beams: int = 1
+    """Beam search with this many beams when > 1 (deterministic; ``do_sample`` must then be false)."""
     max_new_tokens: int | None = None
     """Generation limit; ``None``: ``rollout.max_new_tokens``."""
     num_logged_samples: int = 4
@@ -185,6 +187,62 @@ class TrackingConfig:
 
 
 @dataclass
+class TokenizerTrainingConfig:
+    """A tokenizer trained on the task's training texts (prompts and references) for a from-scratch model."""
+
+    vocab_size: int = 8000
+    """Vocabulary size, special tokens included."""
+    min_frequency: int = 2
+    """BPE: a pair must occur this often to be merged."""
+    kind: Literal["bpe", "unigram"] = "bpe"
+    """``bpe``: byte-level BPE (never an unknown token); ``unigram``: SentencePiece-style unigram LM."""
+    lowercase: bool = False
+    """Lower-case all text before tokenising."""
+    max_texts: int | None = None
+    """Train on at most this many texts (``null``: all prompts and references of the train split)."""
+
+
+@dataclass
+class SFTConfig:
+    """Supervised warm start (``rl4text sft``): teacher forcing on the task's references before RL."""
+
+    epochs: int = 1
+    """Passes over the training examples (ignored when ``max_steps`` is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (cycling through epochs as needed)."""
+    batch_size: int = 32
+    """Examples per optimiser step."""
+    learning_rate: float = 5e-5
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to ``learning_rate`` over this many steps."""
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Decay after warm-up: linear or cosine to 0 at the last step, or constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norm weights)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this (``null``: no clipping)."""
+    max_target_length: int = 128
+    """Target tokens per example, EOS included (longer targets are cut and lose their EOS)."""
+    references: Literal["first", "each"] = "first"
+    """Which reference is the target when a sample has several: the first, or each as its own example."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy."""
+    dropout: float = 0.0
+    """Dropout rate during SFT (rl4text turns dropout off when loading models; RL runs without it)."""
+    group_by_length: bool = True
+    """Batch examples of similar length (less padding); batches are still drawn in a seeded random order."""
+    log_every: int = 50
+    """Write a ``metrics.jsonl`` row and print a progress line every N steps."""
+    eval_every: int = 0
+    """Evaluate on ``task.eval_split`` every N steps (0: only at the end)."""
+    test_split: str | None = None
+    """Also decode this whole split after training (e.g. ``test``); scores go to ``eval_<split>.json``."""
+    tokenizer_training: TokenizerTrainingConfig | None = None
+    """Train a tokenizer on the task's train split for a ``model.random_init`` model (instead of ``model.tokenizer``)."""
+
+
+@dataclass
 class AlgorithmSection:
     """``algorithm.name`` picks a registered algorithm; ``params`` is that algorithm's own config dataclass."""
 
@@ -204,6 +262,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -340,8 +399,11 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: model.random_init needs a 'model_type' (e.g. llama, gpt2, t5, bart)"
             )
-        if m.tokenizer is None:
-            raise ConfigError(f"{source}: model.random_init needs model.tokenizer (e.g. 'char')")
+        if m.tokenizer is None and cfg.sft.tokenizer_training is None:
+            raise ConfigError(
+                f"{source}: model.random_init needs model.tokenizer (e.g. 'char') or sft.tokenizer_training"
+            )
+    _validate_sft(cfg, source)
     positive = {
         "rollout.batch_size": cfg.rollout.batch_size,
         "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
@@ -357,6 +419,24 @@ def validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.iterations must be >= 0, got {cfg.train.iterations}")
     if not cfg.reward.components:
         raise ConfigError(f"{source}: reward.components is empty; give at least one {{name, weight, args}}")
+
+
+def _validate_sft(cfg: Config, source: str) -> None:
+    """Checks of the ``sft`` section (only ``rl4text sft`` reads it)."""
+    s = cfg.sft
+    for key in ("epochs", "batch_size", "max_target_length", "log_every"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"{source}: sft.{key} must be positive, got {getattr(s, key)}")
+    if s.max_steps is not None and s.max_steps <= 0:
+        raise ConfigError(f"{source}: sft.max_steps must be positive or null, got {s.max_steps}")
+    if s.warmup_steps < 0 or s.eval_every < 0:
+        raise ConfigError(f"{source}: sft.warmup_steps and sft.eval_every must be >= 0")
+    if not 0.0 <= s.dropout < 1.0 or not 0.0 <= s.label_smoothing < 1.0:
+        raise ConfigError(f"{source}: sft.dropout and sft.label_smoothing must be in [0, 1)")
+    t = s.tokenizer_training
+    # how tokenizer_training combines with the model section is checked by rl4text.sft.check_sft_config
+    if t is not None and (t.vocab_size < 16 or t.min_frequency < 1):
+        raise ConfigError(f"{source}: sft.tokenizer_training needs vocab_size >= 16 and min_frequency >= 1")
 
 
 # ---------------------------------------------------------------------------------------------- overrides
