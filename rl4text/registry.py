@@ -192,6 +192,7 @@ for _name, _spec in {
     "meteor": "rl4text.rewards.lexical:meteor_reward",
     "bertscore": "rl4text.rewards.bertscore:bertscore_reward",
     "classifier": "rl4text.rewards.learned:classifier_reward",
+    "learned_rm": "rl4text.rewards.learned:learned_rm_reward",
     "char_fraction": "rl4text.rewards.toy:char_fraction_reward",
     "length": "rl4text.rewards.toy:length_reward",
     "length_ratio": "rl4text.rewards.task:length_ratio_reward",
@@ -218,6 +219,14 @@ for _name, _spec in {
 for _name, _spec in {
     "toy_letters": "rl4text.tasks.toy:toy_letters_task",
     "multi30k": "rl4text.tasks.translation:multi30k_task",
+    "wmt22": "rl4text.tasks.translation:wmt22_task",
+    "wmt16": "rl4text.tasks.translation:wmt16_task",
+    "iwslt2017": "rl4text.tasks.translation:iwslt2017_task",
+    "scitldr": "rl4text.tasks.summarization:scitldr_task",
+    "cnn_dailymail": "rl4text.tasks.summarization:cnn_dailymail_task",
+    "xsum": "rl4text.tasks.summarization:xsum_task",
     "jsonl": "rl4text.tasks.generic:jsonl_task",
+    "csv": "rl4text.tasks.generic:csv_task",
+    "files": "rl4text.tasks.generic:files_task",
 }.items():
     TASKS.register_lazy(_name, _spec)

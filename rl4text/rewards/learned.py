@@ -1,7 +1,8 @@
 """Learned rewards: a Hugging Face sequence-classification model (or reward-model folder) scores the texts.
 
 :class:`SequenceScorer` loads a model and its tokenizer once, with dropout off, and turns batches of texts into
-logits, a label's probability or a single-logit head's raw score; the ``classifier`` reward wraps it.
+logits, a label's probability or a single-logit head's raw score; the ``classifier`` reward wraps it, and
+the ``learned_rm`` reward wraps a reward model trained by ``rl4text rm train`` (``rl4text.rm``).
 Heavy imports (torch, transformers) happen inside functions so that ``import rl4text`` stays cheap.
 """
 
@@ -102,18 +103,36 @@ class SequenceScorer:
         from rl4text.models import disable_dropout
 
         source = resolve_pretrained(model)
-        self.name = model
-        self.device = pick_device(device)
-        self.tokenizer = _load_tokenizer(tokenizer or source)
-        self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=getattr(torch, dtype))
-        _set_pad(self.tokenizer, self.model)
-        disable_dropout(self.model)  # eval() and p=0: the same text always gets the same reward
-        self.model.to(self.device)
-        self.tokenizer.truncation_side = truncation_side
-        self.max_length = max_length or _context_length(self.tokenizer, self.model.config)
+        loaded = AutoModelForSequenceClassification.from_pretrained(source, dtype=getattr(torch, dtype))
+        disable_dropout(loaded)  # eval() and p=0: the same text always gets the same reward
+        self._attach(loaded, _load_tokenizer(tokenizer or source), model, device, max_length, truncation_side)
+
+    @classmethod
+    def wrap(
+        cls,
+        model,
+        tokenizer,
+        *,
+        name: str = "model",
+        device: str = "auto",
+        max_length: int | None = None,
+        truncation_side: str = "right",
+    ) -> SequenceScorer:
+        """A scorer around a model and tokenizer already in memory (e.g. a reward model being trained);
+        unlike loading, it leaves dropout and train/eval mode as they are."""
+        self = cls.__new__(cls)
+        self._attach(model, tokenizer, name, device, max_length, truncation_side)
+        return self
+
+    def _attach(self, model, tokenizer, name, device, max_length, truncation_side) -> None:
+        self.name, self.device, self.tokenizer, self.model = name, pick_device(device), tokenizer, model
+        _set_pad(tokenizer, model)
+        model.to(self.device)
+        tokenizer.truncation_side = truncation_side
+        self.max_length = max_length or _context_length(tokenizer, model.config)
         # decoder-style heads take no token_type_ids, which some fast tokenizers return anyway
         self._inputs = {"input_ids", "attention_mask"}
-        if "token_type_ids" in inspect.signature(self.model.forward).parameters:
+        if "token_type_ids" in inspect.signature(model.forward).parameters:
             self._inputs.add("token_type_ids")
 
     @property
@@ -131,7 +150,8 @@ class SequenceScorer:
             raise ValueError(f"label index {label} out of range: {self.name!r} has {self.num_labels} labels")
         return int(label)
 
-    def _encode(self, texts: list[str], pairs: list[str] | None):
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict:
+        """Tokenized, padded batch on the scorer's device (only the inputs the model takes)."""
         enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
         # an empty text with a tokenizer that adds no special tokens has no token to pool: score EOS instead
         fill = (
@@ -154,7 +174,7 @@ class SequenceScorer:
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 chunk_pairs = pairs[i : i + batch_size] if pairs is not None else None
-                batch = self._encode(list(texts[i : i + batch_size]), chunk_pairs)
+                batch = self.encode(list(texts[i : i + batch_size]), chunk_pairs)
                 out.append(self.model(**batch).logits.float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_labels)
 
@@ -258,3 +278,30 @@ def classifier_reward(
 
     classifier.scorer = scorer  # type: ignore[attr-defined]
     return classifier
+
+
+@register_reward("learned_rm")
+def learned_rm_reward(
+    path: str,
+    normalize: bool = True,
+    batch_size: int = 32,
+    device: str = "auto",
+    dtype: str = "float32",
+):
+    """A reward model trained by ``rl4text rm train`` (its folder ``path``) scoring (prompt, completion).
+
+    With ``normalize`` (default) the raw score becomes ``(raw - mean) / std`` with the statistics stored in
+    the folder's ``rm_meta.json``: over the training completions or references when it was trained, or over
+    initial-policy samples after ``rl4text rm calibrate``, so the reward starts near mean 0, std 1.
+    """
+    from rl4text.rm.model import RewardModel
+
+    rm = RewardModel(path, device=device, dtype=dtype)
+
+    def learned_rm(prompts, completions, references, **_):
+        if normalize:
+            return rm.normalized(list(prompts), list(completions), batch_size=batch_size)
+        return rm.raw(list(prompts), list(completions), batch_size=batch_size)
+
+    learned_rm.reward_model = rm  # type: ignore[attr-defined]
+    return learned_rm
