@@ -175,11 +175,19 @@ def _done(path: Path) -> bool:
     return (path / "eval.json").is_file()
 
 
+def _test_done(path: Path, bench: Bench) -> bool:
+    """A test evaluation exists and was made on this benchmark's split and number of samples."""
+    if not _done(path):
+        return False
+    info = json.loads((path / "eval.json").read_text())
+    return info.get("split") == bench.split and info.get("max_samples") == bench.max_samples
+
+
 def evaluate_start(bench: Bench, extra: list[str]) -> None:
     from rl4text.evaluate import evaluate_model, write_evaluation
 
     out = bench.output_dir / "start"
-    if _done(out):
+    if _test_done(out, bench):
         return
     cfg = bench.config(None, bench.seeds[0], extra)
     t0 = time.perf_counter()
@@ -196,7 +204,7 @@ def run_pair(bench: Bench, label: str, seed: int, extra: list[str]) -> None:
     from rl4text.train import train
 
     run = bench.run_dir(label, seed)
-    if _done(run / "test"):
+    if _test_done(run / "test", bench):
         return
     cfg = bench.config(label, seed, extra)
     if not _done(run):
@@ -240,11 +248,13 @@ def run_bench(
     extra: list[str] | None = None,
     jobs: int = 1,
     only: str | None = None,
+    report_only: bool = False,
 ) -> Path:
     """Run (or resume) a benchmark and write its results; returns ``results.md``'s path.
 
     ``jobs > 1`` runs pairs in that many worker processes (each ``rl4text bench ... --only LABEL:SEED``) with the CPU
-    threads split between them; ``only`` runs a single pair and writes no results (what a worker does).
+    threads split between them; ``only`` runs a single pair and writes no results (what a worker does);
+    ``report_only`` runs nothing and writes the results of the pairs finished so far.
     """
     extra = list(extra or [])
     bench = load_bench(path, output_dir)
@@ -258,8 +268,12 @@ def run_bench(
             )
         run_pair(bench, label, int(seed), extra)
         return bench.output_dir
+    if report_only:
+        if not _test_done(bench.output_dir / "start", bench):
+            raise BenchError(f"--report: {bench.output_dir} has no evaluation of the starting model yet")
+        return write_results(bench, extra)
     evaluate_start(bench, extra)
-    todo = [(a, s) for a, s in bench.pairs() if not _done(bench.run_dir(a, s) / "test")]
+    todo = [(a, s) for a, s in bench.pairs() if not _test_done(bench.run_dir(a, s) / "test", bench)]
     if jobs <= 1:
         for label, seed in todo:
             run_pair(bench, label, seed, extra)
@@ -342,12 +356,27 @@ def summarize(bench: Bench) -> dict:
                 "change": change,
                 "verdict": _verdict(change, half, m),
             }
-    return {"start": start, "runs": per_algo, "summary": summary, "metrics": metrics}
+    speed = {}
+    for label in per_algo:
+        times = []
+        for seed in per_algo[label]:
+            path = bench.run_dir(label, seed) / "metrics.jsonl"
+            if path.is_file():
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                times += [r["time/iteration_s"] for r in rows if "time/iteration_s" in r]
+        speed[label] = sum(times) / len(times) if times else None
+    return {
+        "start": start,
+        "runs": per_algo,
+        "summary": summary,
+        "metrics": metrics,
+        "seconds_per_iteration": speed,
+    }
 
 
 def write_results(bench: Bench, extra: list[str]) -> Path:
     res = summarize(bench)
-    command = "rl4text bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
+    command = " ".join(["rl4text bench", shlex.quote(str(bench.path)), *(shlex.quote(o) for o in extra)])
     cfg = bench.config(next(iter(bench.algorithms)), bench.seeds[0], extra)
     meta = {
         "bench": bench.name,
@@ -384,7 +413,15 @@ def _markdown(bench: Bench, meta: dict, res: dict, plots: list[Path]) -> str:
         "(greedy decoding is seed-independent)",
     ]
     if meta["command"]:
-        lines.append(f"- command: `{meta['command']}`")
+        lines.append(f"- command (reruns or resumes it): `{meta['command']}`")
+    missing = [f"{a} seed {s}" for a, s in bench.pairs() if s not in res["runs"].get(a, {})]
+    if missing:
+        lines.append(f"- **not run (yet): {', '.join(missing)}**; the tables hold the finished pairs only")
+    timing = {a: v for a, v in res.get("seconds_per_iteration", {}).items() if v is not None}
+    if timing:
+        lines.append(
+            "- seconds per training iteration: " + ", ".join(f"{a} {v:.1f}" for a, v in timing.items())
+        )
     lines += [
         "",
         "Each cell: mean over seeds ± half-width of the 95% Student-t interval; change = mean − starting model; "

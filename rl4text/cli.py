@@ -1,4 +1,4 @@
-"""The ``rl4text`` command: ``train``, ``list``, ``quickstart``."""
+"""The ``rl4text`` command: ``train``, ``sft``, ``eval``, ``bench``, ``rm``, ``compare``, ``list``, ``quickstart``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from rl4text.config import load_config
+    from rl4text.sft import check_sft_config, sft
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = load_config(args.config, overrides)
+    check_sft_config(cfg, args.config)
+    out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
+    final = sft(cfg, out, overwrite=args.overwrite)
+    print(json.dumps(final, indent=2))
+    print(f"run folder: {out} (model: {out / 'model'})")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from rl4text.registry import REGISTRIES
 
@@ -65,6 +81,67 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rl4text.config import load_config
+    from rl4text.evaluate import evaluate_model, run_model_config, write_evaluation
+    from rl4text.train import check_config_runs
+
+    target = Path(args.target)
+    if target.is_dir():  # a run folder: its saved config and its trained model/
+        config_path = target / "config.yaml"
+        if not config_path.is_file():
+            raise SystemExit(
+                f"rl4text eval: {target} is not a run folder (no config.yaml) and not a YAML config"
+            )
+        cfg = load_config(config_path, args.overrides)
+        try:
+            model_cfg = run_model_config(cfg, target)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"rl4text eval: error: {exc}") from exc
+        out = Path(args.output_dir) if args.output_dir else target / f"eval-{args.split}"
+    else:
+        config_path = target
+        cfg = load_config(config_path, args.overrides)
+        model_cfg = None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.output_dir or Path("runs") / f"eval-{target.stem}-{args.split}-{stamp}")
+    check_config_runs(cfg, str(config_path))
+    if (out / "eval.json").exists() and not args.overwrite:
+        raise SystemExit(f"rl4text eval: {out / 'eval.json'} exists; pass --overwrite or choose --output-dir")
+    scores, rows = evaluate_model(cfg, args.split, args.max_samples, model_cfg)
+    decoding = {
+        "strategy": "beam" if cfg.eval.num_beams > 1 else ("sampling" if cfg.eval.do_sample else "greedy"),
+        "num_beams": cfg.eval.num_beams,
+        "temperature": cfg.eval.temperature if cfg.eval.do_sample else None,
+        "max_new_tokens": cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+    }
+    info = {
+        "model": (model_cfg or cfg.model).name_or_path or "random_init",
+        "task": cfg.task.name,
+        "split": args.split,
+        "n": len(rows),
+        "decoding": decoding,
+    }
+    write_evaluation(out, scores, rows, info)
+    print(json.dumps(scores, indent=2))
+    print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rl4text.bench import BenchError, run_bench
+
+    try:
+        result = run_bench(args.bench, args.output_dir, args.overrides, args.jobs, args.only, args.report)
+    except BenchError as exc:
+        print(f"rl4text bench: error: {exc}", file=sys.stderr)
+        return 2
+    if args.only is None:
+        print(result.read_text())
+        print(f"wrote {result} and results.json beside it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rl4text", description="Reinforcement learning for text generators."
@@ -84,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_train, trailing="overrides")
 
+    p = sub.add_parser(
+        "sft", help="supervised warm start: teacher forcing on a task's references (the config's sft section)"
+    )
+    p.add_argument("config", help="YAML preset (see configs/sft_*.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=2 sft.batch_size=64")
+    p.add_argument(
+        "--output-dir", help="run folder (default: runs/<config>-<time>); the model goes to DIR/model"
+    )
+    p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=cmd_sft, trailing="overrides")
+
     p = sub.add_parser("list", help="list registered algorithms, rewards, metrics and tasks")
     p.set_defaults(func=cmd_list)
 
@@ -96,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare",
-        help="group runs by config (seeds together), tabulate final metrics with 95% CIs and plot curves",
+        help="group runs by config (seeds together), tabulate final metrics with 95%% CIs and plot curves",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders or W&B offline run folders")
     p.add_argument(
@@ -109,6 +198,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="compare", metavar="PREFIX", help="writes PREFIX.md and PREFIX_<curve>.png"
     )
     p.set_defaults(func=cmd_compare, trailing="run_dirs")
+
+    from rl4text.rm.cli import add_rm_parser
+
+    add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    p = sub.add_parser(
+        "eval",
+        help="decode a split with a config's model or a run's trained model; write eval.json + predictions",
+    )
+    p.add_argument(
+        "target", metavar="CONFIG_OR_RUN_DIR", help="a YAML config, or a run folder (uses its model/)"
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.num_beams=4 eval.do_sample=true")
+    p.add_argument("--split", default="test", help="task split to decode (default: test)")
+    p.add_argument("--max-samples", type=int, help="decode at most N samples (default: the whole split)")
+    p.add_argument(
+        "--output-dir", help="where eval.json and predictions.jsonl go (default: RUN_DIR/eval-SPLIT)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing eval.json there")
+    p.set_defaults(func=cmd_eval, trailing="overrides")
+    p = sub.add_parser(
+        "bench",
+        help="run every (algorithm, seed) of a benchmark, evaluate on test, write results.md/json and plots",
+    )
+    p.add_argument("bench", metavar="BENCH.yaml", help="benchmark file (see benchmarks/)")
+    p.add_argument(
+        "overrides", nargs="*", help="extra dotted overrides for every run (e.g. train.device=cuda)"
+    )
+    p.add_argument(
+        "--output-dir", help="benchmark folder (default: the file's output_dir or runs/bench/NAME)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="pairs run at once in worker processes (default 1)")
+    p.add_argument("--only", metavar="LABEL:SEED", help="run one pair and write no results (what workers do)")
+    p.add_argument(
+        "--report", action="store_true", help="run nothing; write results of the pairs finished so far"
+    )
+    p.set_defaults(func=cmd_bench, trailing="overrides")
     return parser
 
 

@@ -405,6 +405,11 @@ def check_config_runs(cfg: Config, source: str = "<config>") -> None:
     """Cheap checks that need the registries (names exist) before any model is loaded; errors name the key."""
     from rl4text.registry import METRICS, REWARDS, RegistryError
 
+    if cfg.model.random_init is not None and cfg.model.tokenizer is None:
+        raise ConfigError(
+            f"{source}: RL on a model.random_init model needs model.tokenizer (sft.tokenizer_training only applies "
+            "to `rl4text sft`); to start RL from an SFT run, set model.name_or_path to its model/ folder"
+        )
     names = [("task.name", TASKS, cfg.task.name)]
     names += [(f"reward.components[{i}].name", REWARDS, c.name) for i, c in enumerate(cfg.reward.components)]
     names += [(f"eval.metrics[{i}]", METRICS, m) for i, m in enumerate(cfg.eval.metrics)]

@@ -162,3 +162,17 @@ def test_bad_benchmark_files_name_the_key(tmp_path):
         run_bench(write_bench(tmp_path, algorithms={"ppo": ["algorithm.clip_rang=0.1"]}), tmp_path / "o")
     with pytest.raises(BenchError, match="base_config"):
         load_bench(write_bench(tmp_path, base_config="missing.yaml"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p) for p in (Path(__file__).parent.parent / "benchmarks").rglob("*.yaml")),
+    ids=lambda p: Path(p).name,
+)
+def test_shipped_benchmarks_resolve(path):
+    """Every shipped benchmark's configs load, and its algorithms, tasks, rewards and metrics are registered."""
+    from rl4text.bench import check_bench
+
+    bench = load_bench(path)
+    check_bench(bench, [])
+    assert bench.pairs()
