@@ -154,7 +154,7 @@ def test_summary_statistics_by_hand(tmp_path):
 
 
 def test_bad_benchmark_files_name_the_key(tmp_path):
-    with pytest.raises(BenchError, match="unknown key.*'sedes'"):
+    with pytest.raises(BenchError, match=r"unknown key.*'sedes'"):
         load_bench(write_bench(tmp_path, sedes=[0]))
     with pytest.raises(BenchError, match="'seeds' must be"):
         load_bench(write_bench(tmp_path, seeds="0"))

@@ -19,13 +19,11 @@ Generic JSON-lines formats (one object a line; every malformed line fails naming
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rl4text.tasks import TaskDataError
+from rl4text.tasks import TaskDataError, open_text, read_jsonl_rows
 
 FORMATS = ("pairs", "rankings", "ratings", "summeval", "wmt22", "hh_rlhf")
 
@@ -61,29 +59,6 @@ class Group:
 # ------------------------------------------------------------------------------------------- generic formats
 
 
-def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
-def _rows(path: str | Path):
-    """``(where, row)`` for each non-blank line: a JSON object, else an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskDataError(f"missing file {path}")
-    with _open(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
-
-
 def _text(row: dict, key: str, where: str, *, empty_ok: bool = False) -> str:
     value = row.get(key)
     if not isinstance(value, str):
@@ -110,7 +85,7 @@ def _number(row: dict, key: str, where: str) -> float:
 def read_pairs(path: str | Path) -> list[Group]:
     """``{"prompt", "chosen", "rejected"}`` lines; one group per prompt, one explicit pair per line."""
     groups: dict[str, Group] = {}
-    for where, row in _rows(path):
+    for row, where in read_jsonl_rows(path):
         prompt = _text(row, "prompt", where, empty_ok=True)
         chosen, rejected = _text(row, "chosen", where), _text(row, "rejected", where)
         if chosen == rejected:
@@ -130,7 +105,7 @@ def read_rankings(path: str | Path) -> list[Group]:
     """``{"prompt", "completions": [...]}`` best first, or with ``"ranks"`` (1 best, ties allowed)."""
     groups = []
     seen: dict[str, str] = {}
-    for where, row in _rows(path):
+    for row, where in read_jsonl_rows(path):
         prompt = _text(row, "prompt", where, empty_ok=True)
         comps = row.get("completions")
         if not isinstance(comps, list) or len(comps) < 2 or not all(isinstance(c, str) for c in comps):
@@ -165,7 +140,7 @@ def read_rankings(path: str | Path) -> list[Group]:
 def read_ratings(path: str | Path) -> list[Group]:
     """``{"prompt", "completion", "score"}`` lines; rows sharing a prompt form one group."""
     groups: dict[str, Group] = {}
-    for where, row in _rows(path):
+    for row, where in read_jsonl_rows(path):
         prompt = _text(row, "prompt", where, empty_ok=True)
         completion = _text(row, "completion", where, empty_ok=True)
         score = _number(row, "score", where)
@@ -316,10 +291,10 @@ def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
         raise TaskDataError(f"missing file {path}")
     if ".jsonl" in path.suffixes or ".json" in path.suffixes:
         prompts, completions = [], []
-        for where, row in _rows(path):
+        for row, where in read_jsonl_rows(path):
             prompts.append(_text(row, "prompt", where, empty_ok=True) if "prompt" in row else "")
             completions.append(_text(row, "completion", where, empty_ok=True))
         return prompts, completions
-    with _open(path) as f:
+    with open_text(path) as f:
         completions = [line.rstrip("\n") for line in f]
     return [""] * len(completions), completions

@@ -5,8 +5,10 @@ A task factory is registered by name (``@rl4text.register_task("name")``) and ca
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,3 +56,32 @@ def check_sample(sample: dict, where: str) -> dict:
         raise TaskDataError(f"{where}: field 'references' must be a non-empty list of strings, got {refs!r}")
     sample.setdefault("meta", {})
     return sample
+
+
+def open_text(path: Path, newline: str | None = None):
+    """A UTF-8 text file (a BOM is skipped), gunzipped on the fly when it ends in ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
+    return path.open(encoding="utf-8-sig", newline=newline)
+
+
+def read_jsonl_rows(path: str | Path) -> Iterator[tuple[dict, str]]:
+    """``(row, where)`` for each non-blank line of a JSON-lines file (``.gz`` too); ``where`` is "FILE line N".
+
+    A missing file, a line that is not valid JSON or not a JSON object raises :class:`TaskDataError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TaskDataError(f"missing file {path}")
+    with open_text(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield row, where

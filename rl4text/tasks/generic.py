@@ -20,13 +20,11 @@ line (for CSV the line where the record starts) and the field.
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from rl4text.registry import register_task
-from rl4text.tasks import Task, TaskDataError, check_sample
+from rl4text.tasks import Task, TaskDataError, check_sample, open_text, read_jsonl_rows
 from rl4text.tasks.hub import first
 
 FORMATS = ("jsonl", "csv", "tsv")
@@ -48,29 +46,8 @@ def detect_format(path: Path) -> str:
     raise TaskDataError(f"{path}: cannot tell the format from the name; pass format: jsonl, csv or tsv")
 
 
-def _open(path: Path, newline: str | None = None):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
-    return path.open(encoding="utf-8-sig", newline=newline)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[dict, str]]:
-    with _open(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row, where
-
-
 def _csv_rows(path: Path, delimiter: str, columns: list[str]) -> Iterator[tuple[dict, str]]:
-    with _open(path, newline="") as f:
+    with open_text(path, newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader)
@@ -126,7 +103,7 @@ def read_samples(
     ref_fields = _as_list(reference_field)
     needed = [prompt_field, *ref_fields, *(meta_fields or [])]
     if fmt == "jsonl":
-        rows = _jsonl_rows(path)
+        rows = read_jsonl_rows(path)
     else:
         rows = _csv_rows(path, delimiter or ("\t" if fmt == "tsv" else ","), needed)
     samples = []

@@ -6,11 +6,9 @@ the reward-model loaders (``rl4text.rm``) build on. Every malformed row is repor
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
-from rl4text.tasks import TaskDataError
+from rl4text.tasks import TaskDataError, open_text, read_jsonl_rows
 
 WMT22_SRC = "generaltest2022.de-en.src.de"
 WMT22_REF = "generaltest2022.de-en.ref.A.en"
@@ -18,14 +16,10 @@ WMT22_SCORES = "ad-seg-scores-de-en.csv"
 WMT22_HYP_PREFIX = "generaltest2022.de-en.hyp."
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise TaskDataError(f"missing file {path}")
-    with _open_text(path) as f:
+    with open_text(path) as f:
         return [line.rstrip("\n") for line in f]
 
 
@@ -97,58 +91,38 @@ def read_summeval(path: str | Path) -> list[dict]:
     {"doc_id": "...", "source": "article", "references": ["...", ...],
      "systems": {"M11": {"text": "...", "scores": {"coherence": 1.3, "consistency": 1.0, ...}}, ...}}
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TaskDataError(f"missing file {path}")
     records = []
-    with _open_text(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            for key in ("doc_id", "src", "ref_summs", "systems"):
-                if key not in row:
-                    raise TaskDataError(f"{where}: missing field {key!r}; fields present: {sorted(row)}")
-            if not isinstance(row["src"], str) or not row["src"].strip():
-                raise TaskDataError(f"{where}: field 'src' is empty")
-            refs = row["ref_summs"]
-            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                raise TaskDataError(f"{where}: field 'ref_summs' must be a non-empty list of strings")
-            systems = {}
-            for name, entry in row["systems"].items():
-                text = entry.get("summary", entry.get("sys_summ"))
-                if not isinstance(text, str) or not isinstance(entry.get("scores"), dict):
-                    raise TaskDataError(
-                        f"{where}: systems[{name!r}] needs a 'summary' (or 'sys_summ') string and a 'scores' dict"
-                    )
-                systems[name] = {"text": text, "scores": dict(entry["scores"])}
-            records.append(
-                {"doc_id": row["doc_id"], "source": row["src"], "references": refs, "systems": systems}
-            )
+    for row, where in read_jsonl_rows(path):
+        for key in ("doc_id", "src", "ref_summs", "systems"):
+            if key not in row:
+                raise TaskDataError(f"{where}: missing field {key!r}; fields present: {sorted(row)}")
+        if not isinstance(row["src"], str) or not row["src"].strip():
+            raise TaskDataError(f"{where}: field 'src' is empty")
+        refs = row["ref_summs"]
+        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+            raise TaskDataError(f"{where}: field 'ref_summs' must be a non-empty list of strings")
+        systems = {}
+        for name, entry in row["systems"].items():
+            text = entry.get("summary", entry.get("sys_summ"))
+            if not isinstance(text, str) or not isinstance(entry.get("scores"), dict):
+                raise TaskDataError(
+                    f"{where}: systems[{name!r}] needs a 'summary' (or 'sys_summ') string and a 'scores' dict"
+                )
+            systems[name] = {"text": text, "scores": dict(entry["scores"])}
+        records.append(
+            {"doc_id": row["doc_id"], "source": row["src"], "references": refs, "systems": systems}
+        )
     return records
 
 
 def read_hh_rlhf(path: str | Path) -> list[dict]:
     """Anthropic HH-RLHF pairs ``{"chosen": dialogue, "rejected": dialogue}`` (JSON lines, optionally gzipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskDataError(f"missing file {path}")
     rows = []
-    with _open_text(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            for key in ("chosen", "rejected"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise TaskDataError(f"{where}: field {key!r} is missing or empty")
-            rows.append({"chosen": row["chosen"], "rejected": row["rejected"], "line": n})
+    for row, where in read_jsonl_rows(path):
+        for key in ("chosen", "rejected"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise TaskDataError(f"{where}: field {key!r} is missing or empty")
+        rows.append(
+            {"chosen": row["chosen"], "rejected": row["rejected"], "line": int(where.rsplit(" ", 1)[1])}
+        )
     return rows

@@ -8,12 +8,11 @@ before they are formatted; ``max_samples`` keeps the first rows of each split.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rl4text.registry import register_task
-from rl4text.tasks import Task, TaskDataError, check_sample, data_root
+from rl4text.tasks import Task, TaskDataError, check_sample, data_root, read_jsonl_rows
 from rl4text.tasks.hub import first, hub_rows
 from rl4text.tasks.translation import HUB_SPLITS, prompt_formatter
 
@@ -87,23 +86,6 @@ def _scitldr_sample(row: dict, where: str, prompt, max_chars) -> dict:
     return _summary_sample(abstract, target, meta, prompt, where, max_chars)
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[dict, str]]:
-    if not path.is_file():
-        raise TaskDataError(f"missing file {path}")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield row, where
-
-
 @register_task("scitldr")
 def scitldr_task(
     instruction: str | None = SCITLDR_INSTRUCTION,
@@ -128,7 +110,7 @@ def scitldr_task(
             if path is None and root is not None and (root / "scitldr").is_dir():
                 file = root / "scitldr" / SCITLDR_FILES[split]
                 rows = []
-                for row, where in _read_jsonl(file):
+                for row, where in read_jsonl_rows(file):
                     rows.append(_scitldr_sample(row, where, prompt, max_source_chars))
                     if max_samples is not None and len(rows) >= max_samples:
                         break
