@@ -488,6 +488,6 @@ def _plots(bench: Bench) -> list[Path]:
     paths = []
     for key in keys:
         data = curve_data(groups, key)
-        if data:
+        if any(len(d["x"]) > 1 for d in data.values()):  # a single point is no curve
             paths.append(plot_curves(data, key, bench.output_dir / f"curve_{key.replace('/', '_')}.png"))
     return paths
