@@ -216,6 +216,25 @@ def test_real_loaders_group_by_document_and_segment():
     assert all(g.prompt.endswith("Assistant:") for g in hh if g.prompt)
 
 
+def test_hh_rlhf_pairs_share_a_group_per_dialogue(tmp_path):
+    """Answers to the same dialogue form one group; dialogues that differ before the last turn are compared
+    whole, each pair its own group."""
+    path = tmp_path / "hh.jsonl"
+    turn = "\n\nHuman: hi\n\nAssistant:"
+    rows = [
+        {"chosen": turn + " hello", "rejected": turn + " go away"},
+        {"chosen": turn + " hey there", "rejected": turn + " go away"},
+        {"chosen": "\n\nHuman: a\n\nAssistant: fine", "rejected": "\n\nHuman: b\n\nAssistant: no"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    groups = load_groups("hh_rlhf", path)
+    assert [(g.prompt, g.completions, g.pairs) for g in groups] == [
+        (turn, ["hello", "go away", "hey there"], [(0, 1), (2, 1)]),
+        ("", [rows[2]["chosen"], rows[2]["rejected"]], [(0, 1)]),
+    ]
+    assert groups[1].key == "pair-3"
+
+
 # --- model, folder, reward, CLI ---------------------------------------------------------------------------
 
 

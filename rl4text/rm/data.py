@@ -216,7 +216,7 @@ def load_hh_rlhf(path: str | Path) -> list[Group]:
     from rl4text.tasks.judgments import read_hh_rlhf
 
     groups: dict[str, Group] = {}
-    for row in read_hh_rlhf(path):
+    for n, row in enumerate(read_hh_rlhf(path), start=1):
         cut = row["chosen"].rfind(ASSISTANT)
         prompt = row["chosen"][: cut + len(ASSISTANT)] if cut >= 0 else ""
         chosen = row["chosen"][len(prompt) :].strip()
@@ -225,8 +225,8 @@ def load_hh_rlhf(path: str | Path) -> list[Group]:
             prompt, chosen, rejected = "", row["chosen"], row["rejected"]
             if chosen == rejected:
                 continue  # a tie carries no preference
-        g = groups.setdefault(prompt or f"line-{row['line']}", Group(key="", prompt=prompt, completions=[]))
-        g.key = g.key or (prompt or f"line-{row['line']}")
+        key = prompt or f"pair-{n}"  # whole dialogues compared: each pair is its own group
+        g = groups.setdefault(key, Group(key=key, prompt=prompt, completions=[]))
         idx = []
         for text in (chosen, rejected):
             if text not in g.completions:
