@@ -16,14 +16,20 @@ def _default_output_dir(config_path: str | None) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _load_with_seed(args: argparse.Namespace):
+    """``args.config`` with ``args.overrides``, ``--seed N`` as ``train.seed=N``."""
     from rl4text.config import load_config
-    from rl4text.train import check_config_runs, train
 
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
-    cfg = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rl4text.train import check_config_runs, train
+
+    cfg = _load_with_seed(args)
     check_config_runs(cfg, args.config)
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
     if args.resume and not args.output_dir:
@@ -35,13 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from rl4text.config import load_config
     from rl4text.sft import check_sft_config, sft
 
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
-    cfg = load_config(args.config, overrides)
+    cfg = _load_with_seed(args)
     check_sft_config(cfg, args.config)
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
     final = sft(cfg, out, overwrite=args.overwrite)

@@ -486,8 +486,11 @@ def _list_item(node: list, key: str, keys: list[str]) -> Any:
     return node[_list_index(node, key, keys)]
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML preset (or start from defaults when ``path`` is None) and apply dotted overrides."""
+def read_config_data(
+    path: str | Path | None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """A YAML preset as a dict (``{}`` when ``path`` is None) with dotted overrides applied, and the source name
+    that errors cite."""
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -502,7 +505,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if overrides:
         data = apply_overrides(data, overrides)
         source += " (with command-line overrides)"
-    return config_from_dict(data, source)
+    return data, source
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (or start from defaults when ``path`` is None) and apply dotted overrides."""
+    return config_from_dict(*read_config_data(path, overrides))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+from pathlib import Path
+
 import torch
 
 from rl4text.metrics import build_metrics
 from rl4text.rollout import encode_samples, generate
-from rl4text.text import decode_responses
+from rl4text.text import decode_responses, uses_chat_template
 
 
 @torch.no_grad()
@@ -158,9 +163,6 @@ def evaluate(
 
 def run_model_config(cfg, run_dir):
     """The model section that loads a finished run's ``model/`` folder (weights and tokenizer saved there)."""
-    import dataclasses
-    from pathlib import Path
-
     folder = Path(run_dir) / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
@@ -192,9 +194,7 @@ def evaluate_model(
     model.to(device)
     task = TASKS.build(cfg.task.name, **cfg.task.args)
     samples = task.split(split)[:max_samples]
-    use_chat = model_cfg.use_chat_template
-    if use_chat is None:
-        use_chat = getattr(tokenizer, "chat_template", None) is not None and not seq2seq
+    use_chat = uses_chat_template(model_cfg.use_chat_template, tokenizer, seq2seq)
     return evaluate(
         model,
         seq2seq,
@@ -205,7 +205,7 @@ def evaluate_model(
         batch_size=cfg.eval.batch_size,
         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
         max_prompt_length=cfg.rollout.max_prompt_length,
-        use_chat_template=bool(use_chat),
+        use_chat_template=use_chat,
         do_sample=cfg.eval.do_sample,
         temperature=cfg.eval.temperature,
         num_beams=cfg.eval.num_beams,
@@ -214,10 +214,6 @@ def evaluate_model(
 
 def write_evaluation(out, scores: dict, rows: list[dict], info: dict) -> None:
     """``out/eval.json`` (``info`` + metrics) and ``out/predictions.jsonl`` (one row per sample), atomically."""
-    import json
-    import os
-    from pathlib import Path
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (

@@ -35,6 +35,7 @@ from rl4text.progress import format_seconds
 from rl4text.registry import TASKS
 from rl4text.rewards import build_reward
 from rl4text.rollout import encode_samples
+from rl4text.text import uses_chat_template
 from rl4text.train import pick_device, prepare_run_dir, seed_everything
 
 IGNORE_INDEX = -100
@@ -269,10 +270,7 @@ def sft(cfg: Config, output_dir: str | Path, overwrite: bool = False) -> dict:
     t_build = time.perf_counter()
     tokenizer, model, seq2seq = build_tokenizer_and_model(cfg, train_samples)
     model.to(device)
-    use_chat = cfg.model.use_chat_template
-    if use_chat is None:  # the same default as rl4text.train.build
-        use_chat = getattr(tokenizer, "chat_template", None) is not None and not seq2seq
-    use_chat = bool(use_chat)
+    use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"model: {type(model).__name__}, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "

@@ -9,6 +9,14 @@ from __future__ import annotations
 import torch
 
 
+def uses_chat_template(setting: bool | None, tokenizer, seq2seq: bool) -> bool:
+    """``model.use_chat_template`` resolved: when unset (``None``), causal models whose tokenizer has a chat
+    template use it; seq2seq models see the raw prompt."""
+    if setting is None:
+        return getattr(tokenizer, "chat_template", None) is not None and not seq2seq
+    return bool(setting)
+
+
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool) -> str:
     """The text the model sees: the raw prompt, or the user turn of the tokenizer's chat template."""
     if not use_chat_template:

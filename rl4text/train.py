@@ -29,6 +29,7 @@ from rl4text.progress import Progress
 from rl4text.registry import ALGORITHMS, TASKS
 from rl4text.rewards import ComposedReward, RewardScaler, build_reward
 from rl4text.rollout import Rollout, collect_rollout
+from rl4text.text import uses_chat_template
 from rl4text.tracking import make_trackers
 
 TIME_PREFIX = "time/"  # wall-clock keys: excluded when comparing runs for determinism
@@ -118,9 +119,7 @@ def build(cfg: Config) -> Components:
     algorithm = ALGORITHMS.get(cfg.algorithm.name)(algo_cfg, policy, optimizer)
     algorithm.temperature = cfg.rollout.temperature
     task = TASKS.build(cfg.task.name, **cfg.task.args)
-    use_chat = cfg.model.use_chat_template
-    if use_chat is None:
-        use_chat = getattr(tokenizer, "chat_template", None) is not None and not seq2seq
+    use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     scaler = RewardScaler(cfg.reward.normalize, cfg.reward.normalize_center, cfg.reward.clip)
     return Components(
         tokenizer,
@@ -131,7 +130,7 @@ def build(cfg: Config) -> Components:
         task,
         build_reward(cfg.reward),
         scaler,
-        bool(use_chat),
+        use_chat,
     )
 
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from rl4text.config import ConfigError, apply_overrides, build_dataclass
+from rl4text.config import ConfigError, build_dataclass, read_config_data
 
 
 @dataclass
@@ -132,17 +130,4 @@ def rm_config_from_dict(data: dict[str, Any], source: str = "<config>") -> RMCon
 
 def load_rm_config(path: str | Path | None, overrides: list[str] | None = None) -> RMConfig:
     """Read a YAML preset and apply dotted ``key=value`` overrides."""
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        if not Path(path).is_file():
-            raise ConfigError(f"config file {source!r} does not exist")
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
-    if overrides:
-        data = apply_overrides(data, overrides)
-        source += " (with command-line overrides)"
-    return rm_config_from_dict(data, source)
+    return rm_config_from_dict(*read_config_data(path, overrides))
