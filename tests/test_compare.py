@@ -78,9 +78,12 @@ def test_t_table_known_values():
     assert C.t_critical(30) == 2.042
     assert C.t_critical(120) == 1.980
     assert C.t_critical(10**9) == pytest.approx(1.96, abs=1e-6)
-    # between tabulated df: linear in 1/df (t_{0.975,50} = 2.009, t_{0.975,200} = 1.972 in full tables)
-    assert C.t_critical(50) == pytest.approx(2.009, abs=2e-3)
-    assert C.t_critical(200) == pytest.approx(1.972, abs=1e-3)
+    # between tabulated df: linear in 1/df (t_{0.975,50} = 2.00856, t_{0.975,200} = 1.97190 in full tables);
+    # 50: 2.000 + .021 * (1/50 - 1/60) / (1/40 - 1/60) = 2.0084 (linear in df: 2.0105);
+    # 200: 1.960 + .020 * (1/200) / (1/120) = 1.972 (more cases in tests/test_stats_hand_worked.py)
+    assert C.t_critical(50) == pytest.approx(2.0084, abs=1e-12)
+    assert C.t_critical(50) == pytest.approx(2.00856, abs=5e-4)
+    assert C.t_critical(200) == pytest.approx(1.972, abs=1e-12)
     assert 2.000 > C.t_critical(61) > C.t_critical(119) > 1.980
     with pytest.raises(ValueError):
         C.t_critical(0)

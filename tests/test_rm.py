@@ -263,7 +263,10 @@ def test_rm_train_writes_the_folder(rm_folder):
         assert (folder / name).is_file(), name
     result = json.loads((folder / "eval.json").read_text())
     assert result["data"]["held_out_groups"] == 8 and result["data"]["train_groups"] == 32
-    assert 0.0 <= result["held_out"]["reward_model"]["pairwise_accuracy"] <= 1.0
+    # chance is .5; this run reaches 41/45 = .911 (kendall_tau .80) on the 8 held-out prompts: a margin of ~.1
+    held_out = result["held_out"]["reward_model"]
+    assert held_out["n_pairs"] == 45 and held_out["pairwise_accuracy"] >= 0.8
+    assert held_out["kendall_tau"] >= 0.6
     norm = json.loads((folder / "rm_meta.json").read_text())["normalization"]
     assert norm["n"] == 128 and norm["std"] > 0
 
