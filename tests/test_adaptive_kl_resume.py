@@ -2,6 +2,7 @@
 the logged KL dictates, and a run resumed from a checkpoint continues with the moved coefficient, exactly as an
 uninterrupted run does."""
 
+import itertools
 import json
 
 import pytest
@@ -68,7 +69,7 @@ def test_kl_coef_follows_the_logged_kl(runs):
     assert rows[2]["kl/coef"] == pytest.approx(KL_COEF * (1 - 0.2 * 0.32) * (1 + 0.1 * 0.32), rel=1e-9)
     # every step: the next coefficient is the controller's update on this step's logged KL (kl/mean, nats
     # per sequence), in the direction of KL - target
-    for row, nxt in zip(rows, rows[1:]):
+    for row, nxt in itertools.pairwise(rows):
         assert nxt["kl/coef"] == pytest.approx(next_coef(row["kl/coef"], row["kl/mean"], target), rel=1e-12)
         assert (nxt["kl/coef"] > row["kl/coef"]) == (row["kl/mean"] > target)
     # the probe's target .01 is far below its iteration-2 KL: the clipped increase, +20% * .32
