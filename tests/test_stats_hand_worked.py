@@ -112,11 +112,17 @@ def _bench_with_results(tmp_path):
             test.mkdir(parents=True)
             metrics = {m: v + shift + noise for m, v in START.items()}
             (test / "eval.json").write_text(json.dumps({"metrics": metrics}))
-    return summarize(bench)["summary"]
+    # training speed of "up": seed 0 logged 1, 2 and 3 s per iteration, seed 1 6 s, seed 2 nothing
+    for seed, times in ((0, [1.0, 2.0, 3.0]), (1, [6.0])):
+        rows = [{"iteration": i + 1, "time/iteration_s": t} for i, t in enumerate(times)] + [{"iteration": 0}]
+        lines = "".join(json.dumps(r) + "\n" for r in rows)
+        (bench.run_dir("up", seed) / "metrics.jsonl").write_text(lines)
+    return summarize(bench)
 
 
 def test_bench_verdicts_for_higher_lower_and_neither_better(tmp_path):
-    s = _bench_with_results(tmp_path)
+    results = _bench_with_results(tmp_path)
+    s = results["summary"]
     half = 4.303 / math.sqrt(3)
     # up: +5 > 2.484 -> chrF (higher is better) better, TER (an error rate) worse, length just higher
     assert s["up"]["chrf"]["change"] == pytest.approx(5.0)
@@ -137,6 +143,9 @@ def test_bench_verdicts_for_higher_lower_and_neither_better(tmp_path):
     # lone: one seed, no interval, whatever the change
     assert s["lone"]["chrf"]["n"] == 1 and s["lone"]["chrf"]["ci95_half_width"] is None
     assert {v["verdict"] for v in s["lone"].values()} == {"one seed: no interval"}
+    # seconds per iteration: the mean over all logged iterations, (1 + 2 + 3 + 6) / 4 = 3 (not the mean of the
+    # seeds' means, (2 + 6) / 2 = 4, nor the total over the 3 seeds, 12 / 3 = 4); none logged: None
+    assert results["seconds_per_iteration"] == {"up": 3.0, "down": None, "flat": None, "lone": None}
 
 
 def test_bench_verdict_boundary_and_other_lower_is_better_metrics():
