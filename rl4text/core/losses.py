@@ -10,11 +10,14 @@ from rl4text.core.stats import masked_mean
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy ``[B, T]`` of the categorical distributions given by ``logits: [B, T, V]``.
 
-    A ``-inf`` logit (a top-k / top-p mask) is a token of probability 0 and adds 0, not ``0 * -inf = NaN``.
+    A ``-inf`` logit (a top-k / top-p mask) is a token of probability 0 and adds 0, not ``0 * -inf = NaN``; that
+    case alone pays for the extra ``[B, T, V]`` tensor (rl4text's own masks use a finite logit).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)
+    if torch.isneginf(logits).any():
+        logp = logp.masked_fill(p == 0, 0.0)
+    return -(p * logp).sum(-1)
 
 
 def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
