@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rl4text.progress import Progress
-from rl4text.runtime.folder import cut_jsonl
+from rl4text.runtime.folder import cut_jsonl, read_jsonl
 from rl4text.tracking import RunInfo, make_trackers
 
 
@@ -87,12 +87,19 @@ class RunLogger:
 
     def truncate_after(self, step: int, *, drop_final: bool = True) -> int:
         """On resume: drop rows logged after ``step`` (and ``final`` rows), keeping the originals as
-        ``*.before-resume``; ``step=-1`` drops everything (a run killed before its first checkpoint)."""
+        ``*.before-resume``; ``step=-1`` drops everything (a run killed before its first checkpoint).
+
+        Samples logged at ``step`` itself stay only when a kept metrics row at ``step`` holds ``eval/`` scores
+        (a periodic evaluation); those of a final evaluation at ``step`` go, as it will run again."""
 
         def keep(row: dict) -> bool:
             return row.get(self.step_key, 0) <= step and not (drop_final and row.get("final"))
 
-        return cut_jsonl(self.metrics_path, keep) + cut_jsonl(self.samples_path, keep)
+        dropped = cut_jsonl(self.metrics_path, keep)
+        kept = read_jsonl(self.metrics_path) if self.metrics_path.is_file() else []
+        evaluated = any(r.get(self.step_key) == step and any(k.startswith("eval/") for k in r) for r in kept)
+        last = step if evaluated else step - 1
+        return dropped + cut_jsonl(self.samples_path, lambda row: row.get(self.step_key, 0) <= last)
 
     def finish(self, final: dict | None) -> None:
         """Close the progress display and the trackers; ``final`` is None when the run failed."""
