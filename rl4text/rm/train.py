@@ -107,18 +107,8 @@ def _fit(
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
-    fit, start = FitState(), time.time()
-    latest = checkpoints.latest() if resume else None
-    if latest is not None:
-        state = checkpoints.restore(latest, model, opt)
-        fit = FitState(**state["fit"])
-        sched.load_state_dict(state["scheduler"])
-        version, internal, gauss = state["batch_rng"]
-        rng.setstate((version, tuple(internal), gauss))
-        log.truncate_after(fit.step)
-        print(f"resumed from {latest} at step {fit.step}", flush=True)
-    elif resume:
-        log.truncate_after(-1)
+    fit = _restore(checkpoints, model, opt, sched, rng, log) if resume else FitState()
+    start = time.time()
     target_scale = _target_scale(train, t.loss)
     while fit.epoch < t.epochs:
         if (
@@ -162,6 +152,22 @@ def _fit(
                 checkpoints.save(fit.step, model, opt, loop_state)
         fit.epoch, fit.order = fit.epoch + 1, None
     return fit.step
+
+
+def _restore(checkpoints: Checkpointer, model, opt, sched, rng: random.Random, log: RunLogger) -> FitState:
+    """Continue from the newest checkpoint (weights, optimiser, schedule, batch order, RNG); logs cut back to it."""
+    latest = checkpoints.latest()
+    if latest is None:  # killed before its first checkpoint: start again, without the rows already logged
+        log.truncate_after(-1)
+        return FitState()
+    state = checkpoints.restore(latest, model, opt)
+    sched.load_state_dict(state["scheduler"])
+    version, internal, gauss = state["batch_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    fit = FitState(**state["fit"])
+    log.truncate_after(fit.step)
+    print(f"resumed from {latest} at step {fit.step}", flush=True)
+    return fit
 
 
 def _target_scale(train: list[Group], loss: str) -> tuple[float, float] | None:

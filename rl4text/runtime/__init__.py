@@ -28,7 +28,7 @@ API (stable; a new recipe uses it like :mod:`rl4text.sft` does)::
 
 - :mod:`~rl4text.runtime.env`: :func:`seed_everything`, :func:`pick_device`.
 - :mod:`~rl4text.runtime.folder`: :class:`RunFolder`, :func:`atomic_folder`, :func:`write_text_atomic`,
-  :func:`read_jsonl`, :func:`cut_jsonl`, :func:`run_is_finished`.
+  :func:`read_jsonl`, :func:`cut_jsonl`.
 - :mod:`~rl4text.runtime.logger`: :class:`RunLogger` (and :class:`RunInfo` from :mod:`rl4text.tracking`).
 - :mod:`~rl4text.runtime.checkpoints`: :class:`Checkpointer` over :mod:`rl4text.checkpoint`.
 - :mod:`~rl4text.runtime.finite`: NaN / inf guards that name the culprit and the iteration.
