@@ -42,6 +42,7 @@ from rl4text.runtime import (
     RunInfo,
     RunLogger,
     atomic_folder,
+    check_finite_module,
     check_finite_stats,
     pick_device,
     seed_everything,
@@ -558,6 +559,7 @@ def finish_sft(run: SFTRun, log: RunLogger, train_time: float) -> dict:
             json.dumps({"step": total, "split": s.test_split, **test}, indent=2) + "\n",
         )
     log.phase("save", total)
+    check_finite_module(run.model, where=f"the end of SFT (step {total})")  # never save a NaN model
     save_sft_model(run.model, run.tokenizer, out / "model")
     return final
 

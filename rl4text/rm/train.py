@@ -26,6 +26,7 @@ from rl4text.runtime import (
     RunFolder,
     RunInfo,
     RunLogger,
+    check_finite_module,
     check_finite_stats,
     write_text_atomic,
 )
@@ -309,5 +310,6 @@ def _evaluate_and_save(scorer, cfg: RMConfig, train, held, out: Path, steps: int
         "data_format": cfg.data.format,
         "normalization": _normalization(scorer, cfg, train, random.Random(cfg.train.seed)),
     }
+    check_finite_module(scorer.model, where=f"the end of training (step {steps})")  # never save a NaN model
     save_reward_model(scorer, out, meta)
     return result
