@@ -39,6 +39,13 @@ def check_finite_stats(stats: Mapping[str, float], keys: Iterable[str], *, where
 
 def check_finite_module(module: torch.nn.Module, *, where: str) -> None:
     """Raise naming the first parameter holding a NaN / inf weight (checked before every save)."""
-    for name, p in module.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            raise NonFiniteError(f"weight {name} holds NaN/inf values at {where}; not saved; {KEPT}")
+    named = list(module.named_parameters())
+    if not named:
+        return
+    device = named[0][1].device
+    finite = torch.stack(
+        [torch.isfinite(p).all().to(device) for _, p in named]
+    )  # one device sync, not one a tensor
+    if not bool(finite.all()):
+        name = named[int((~finite).nonzero()[0])][0]
+        raise NonFiniteError(f"weight {name} holds NaN/inf values at {where}; not saved; {KEPT}")
