@@ -1,0 +1,43 @@
+"""Behaviour is pinned: smoke runs (PPO, NLPO, RLOO, SFT, reward model) give exactly the metrics recorded in
+``tests/fixtures/*_metrics_before.jsonl`` before the restructuring of issue 12 (every key but wall-clock ones).
+
+The fixtures were recorded at OMP_NUM_THREADS=1 and checked equal at 2 (``python -m tests.behaviour_runs`` at
+each); the last test re-checks the PPO run with 2 threads in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.behaviour_runs import RUNS, fixture_path, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_metrics_equal_the_recorded_run(tmp_path, name):
+    expected = [json.loads(line) for line in fixture_path(name).read_text().splitlines()]
+    got = run(name, tmp_path / "run")
+    assert len(got) == len(expected)
+    for want, have in zip(expected, got):
+        assert have == want  # exact: the same floats, the same keys
+
+
+def test_the_recorded_run_does_not_depend_on_the_thread_count(tmp_path):
+    code = (
+        "import json, sys; from pathlib import Path; from tests.behaviour_runs import run; "
+        "Path(sys.argv[1]).write_text(json.dumps(run('smoke', Path(sys.argv[2]))))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "rows.json"
+    subprocess.run(
+        [sys.executable, "-c", code, str(out), str(tmp_path / "run")], cwd=ROOT, env=env, check=True
+    )
+    expected = [json.loads(line) for line in fixture_path("smoke").read_text().splitlines()]
+    assert json.loads(out.read_text()) == expected
