@@ -240,8 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rl4text.checkpoint import CheckpointError
     from rl4text.config import ConfigError
+    from rl4text.models import ModelLoadError
     from rl4text.registry import RegistryError
+    from rl4text.rewards import RewardError
     from rl4text.tasks import TaskDataError
     from rl4text.train import RunDirError
 
@@ -257,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, dest, [*getattr(args, dest), *extra])
     try:
         return args.func(args)
-    except (ConfigError, RegistryError, TaskDataError, RunDirError) as exc:
+    except (
+        ConfigError,
+        RegistryError,
+        TaskDataError,
+        RunDirError,
+        RewardError,
+        CheckpointError,
+        ModelLoadError,
+    ) as exc:
         print(f"rl4text {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
