@@ -240,13 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rl4text.checkpoint import CheckpointError
-    from rl4text.config import ConfigError
-    from rl4text.models import ModelLoadError
-    from rl4text.registry import RegistryError
-    from rl4text.rewards import RewardError
-    from rl4text.tasks import TaskDataError
-    from rl4text.train import RunDirError
+    from rl4text.errors import debug, one_paragraph, user_errors
 
     parser = build_parser()
     # overrides may follow options (`train C --output-dir D key=value`), which argparse leaves unparsed
@@ -260,16 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, dest, [*getattr(args, dest), *extra])
     try:
         return args.func(args)
-    except (
-        ConfigError,
-        RegistryError,
-        TaskDataError,
-        RunDirError,
-        RewardError,
-        CheckpointError,
-        ModelLoadError,
-    ) as exc:
-        print(f"rl4text {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print(f"rl4text {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        if debug():
+            raise
+        print(f"rl4text {args.command}: error: {one_paragraph(exc)}", file=sys.stderr)
         return 2
 
 

@@ -33,6 +33,10 @@ def import_spec(spec: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise RegistryError(f"cannot import module {module_name!r} named in {spec!r}: {exc}") from exc
+    except Exception as exc:  # the user's module itself is broken (SyntaxError, an error at import time)
+        raise RegistryError(
+            f"importing module {module_name!r} named in {spec!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})")

@@ -50,10 +50,13 @@ def not_a_callable():
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     (tmp_path / "badrewards.py").write_text(PLUGIN)
+    (tmp_path / "brokenplugin.py").write_text("def reward(prompts, completions, references:\n    return []\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("badrewards", None)
+    for name in ("badrewards", "brokenplugin"):
+        sys.modules.pop(name, None)
     yield "badrewards"
-    sys.modules.pop("badrewards", None)
+    for name in ("badrewards", "brokenplugin"):
+        sys.modules.pop(name, None)
 
 
 def reward(spec: str) -> str:
@@ -268,6 +271,50 @@ def test_bad_reward_output(spec, culprit, plugin, tmp_path, capsys):
     ]
     code, output = run_cli(argv, capsys)
     assert_clear_error(code, output, culprit)
+
+
+COMPONENT_CASES = [
+    (
+        "plugin_with_syntax_error",
+        ["reward.components=[{name: 'brokenplugin:reward'}]"],
+        r"importing module 'brokenplugin' named in 'brokenplugin:reward' failed: SyntaxError",
+    ),
+    (
+        "plugin_module_missing",
+        ["reward.components=[{name: 'nosuchmodule:f'}]"],
+        r"cannot import module 'nosuchmodule'",
+    ),
+    (
+        "reward_factory_rejects_a_value",
+        ["reward.components=[{name: rouge, args: {rouge_type: rouge9}}]"],
+        r"reward component 'rouge' with args \{'rouge_type': 'rouge9'\}: building it failed: ValueError: rouge_type",
+    ),
+    ("output_dir_under_a_file", ["--output-dir", "{file}/run"], r"Not a directory: '.*plain\.txt/run'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "culprit"), [c[1:] for c in COMPONENT_CASES], ids=[c[0] for c in COMPONENT_CASES]
+)
+def test_bad_component_or_path(argv, culprit, plugin, tmp_path, capsys):
+    (tmp_path / "plain.txt").write_text("not a folder")
+    argv = [a.replace("{file}", str(tmp_path / "plain.txt")) for a in argv]
+    if "--output-dir" not in argv:
+        argv += ["--output-dir", str(tmp_path / "run")]
+    code, output = run_cli(["train", SMOKE, *QUICK, *argv], capsys)
+    assert_clear_error(code, output, culprit)
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    import rl4text.registry
+
+    class Interrupted(dict):
+        def items(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl4text.registry, "REGISTRIES", Interrupted())  # `rl4text list` reads it
+    code, output = run_cli(["list"], capsys)
+    assert code == 130 and output.strip() == "rl4text list: interrupted"
 
 
 def test_nan_score_in_rm_ratings(tmp_path, capsys):

@@ -271,7 +271,15 @@ def _component(spec: Any) -> Component:
         fn = factory
     else:
         REWARDS.check_args(spec["name"], args)
-        fn = factory(**args)
+        try:
+            fn = factory(**args)
+        except (
+            Exception
+        ) as exc:  # a bad argument value, a missing optional package, a model that fails to load
+            raise RewardError(
+                f"reward component {spec['name']!r} with args {args}: building it failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     if not callable(fn):
         raise RewardError(
             f"reward component {spec['name']!r}: its factory returned {type(fn).__name__}, not a callable "
