@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rl4text.config import ConfigError
 from rl4text.metrics import build_metrics
 from rl4text.rollout import encode_samples, generate
 from rl4text.text import decode_responses, uses_chat_template
@@ -193,6 +194,8 @@ def evaluate_model(
     model, seq2seq = load_model(model_cfg, tokenizer)
     model.to(device)
     task = TASKS.build(cfg.task.name, **cfg.task.args)
+    if max_samples is not None and max_samples < 1:  # [:0] would decode nothing, [:-1] silently drop a sample
+        raise ConfigError(f"--max-samples must be a positive integer, got {max_samples}")
     samples = task.split(split)[:max_samples]
     use_chat = uses_chat_template(model_cfg.use_chat_template, tokenizer, seq2seq)
     return evaluate(

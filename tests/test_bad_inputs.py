@@ -317,6 +317,13 @@ def test_ctrl_c_is_one_line(monkeypatch, capsys):
     assert code == 130 and output.strip() == "rl4text list: interrupted"
 
 
+@pytest.mark.parametrize("n", ["0", "-1"])
+def test_eval_max_samples_must_be_positive(n, tmp_path, capsys):
+    argv = ["eval", SMOKE, "--split", "val", "--max-samples", n, "--output-dir", str(tmp_path / "e")]
+    code, output = run_cli(argv, capsys)
+    assert_clear_error(code, output, rf"--max-samples must be a positive integer, got {n}")
+
+
 def test_nan_score_in_rm_ratings(tmp_path, capsys):
     files = write_files(tmp_path)
     argv = [
