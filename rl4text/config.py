@@ -456,7 +456,7 @@ def _validate_numbers(cfg: Config, source: str) -> None:
             continue
         if value <= 0:
             also = " or null" if key in _POSITIVE_OR_NULL else ""
-            raise ConfigError(f"{source}: {key} must be > 0{also}, got {value}")
+            raise ConfigError(f"{source}: {key} must be positive{also}, got {value}")
     for key in _NON_NEGATIVE:
         if get(key) < 0:
             raise ConfigError(f"{source}: {key} must be >= 0, got {get(key)}")
@@ -467,8 +467,9 @@ def _validate_numbers(cfg: Config, source: str) -> None:
         )
 
 
-def check_device(name: str, where: str) -> None:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` ...: a device torch knows and this machine has."""
+def check_device(name: str, where: str, *, available: bool = False) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` ...: a device name torch knows, and with ``available``
+    one this machine has (checked when the device is used, so a GPU config still loads on a laptop)."""
     if name == "auto":
         return
     import torch
@@ -479,8 +480,10 @@ def check_device(name: str, where: str) -> None:
         raise ConfigError(
             f"{where}: unknown device {name!r}; use auto, cpu, cuda, cuda:N (a GPU index) or mps"
         ) from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, True):
+    if not available:
+        return
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(device.type, True):
         raise ConfigError(f"{where}: {name!r} is not available on this machine; use auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from rl4text.config import Config, ConfigError, save_config
+from rl4text.config import Config, ConfigError, check_device, save_config
 from rl4text.core import make_kl_controller, masked_mean
 from rl4text.core.shaping import kl_penalized_rewards
 from rl4text.evaluate import evaluate
@@ -48,6 +48,7 @@ def seed_everything(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(name, "train.device", available=True)  # a ConfigError naming the key, not a CUDA traceback
     return torch.device(name)
 
 

@@ -93,18 +93,18 @@ def write_files(tmp: Path) -> dict[str, Path]:
 
 # (id, argv after the config, culprit regex); "{name}" is filled from write_files / the plugin module
 CONFIG_CASES = [
-    ("negative_lr", ["train.learning_rate=-1e-5"], r"train\.learning_rate must be > 0, got -1e-05"),
+    ("negative_lr", ["train.learning_rate=-1e-5"], r"train\.learning_rate must be positive, got -1e-05"),
     ("nan_lr", ["train.learning_rate=.nan"], r"train\.learning_rate must be a finite number"),
     (
         "negative_value_lr",
         ["train.value_learning_rate=-1"],
-        r"train\.value_learning_rate must be > 0 or null",
+        r"train\.value_learning_rate must be positive or null",
     ),
     ("unknown_device", ["train.device=gpu0"], r"train\.device: unknown device 'gpu0'.*auto, cpu, cuda"),
     ("absent_gpu", ["train.device=cuda:7"], r"train\.device: 'cuda:7'"),
-    ("eval_max_samples_0", ["eval.max_samples=0"], r"eval\.max_samples must be > 0 or null, got 0"),
-    ("eval_batch_0", ["eval.batch_size=0"], r"eval\.batch_size must be > 0"),
-    ("eval_beams_0", ["eval.num_beams=0"], r"eval\.num_beams must be > 0"),
+    ("eval_max_samples_0", ["eval.max_samples=0"], r"eval\.max_samples must be positive or null, got 0"),
+    ("eval_batch_0", ["eval.batch_size=0"], r"eval\.batch_size must be positive"),
+    ("eval_beams_0", ["eval.num_beams=0"], r"eval\.num_beams must be positive"),
     ("beams_and_sampling", ["eval.num_beams=4", "eval.do_sample=true"], r"eval\.num_beams=4 is beam search"),
     (
         "sampling_at_temperature_0",
@@ -112,27 +112,35 @@ CONFIG_CASES = [
         r"eval\.do_sample=true needs eval\.temperature > 0, got 0",
     ),
     ("eval_every_negative", ["eval.every=-2"], r"eval\.every must be >= 0"),
-    ("rollout_temperature_0", ["rollout.temperature=0"], r"rollout\.temperature must be > 0"),
+    ("rollout_temperature_0", ["rollout.temperature=0"], r"rollout\.temperature must be positive"),
     ("iterations_negative", ["train.iterations=-1"], r"train\.iterations must be >= 0"),
     ("save_every_negative", ["train.save_every=-1"], r"train\.save_every must be >= 0, got -1"),
-    ("keep_checkpoints_0", ["train.keep_checkpoints=0"], r"train\.keep_checkpoints must be > 0"),
+    ("keep_checkpoints_0", ["train.keep_checkpoints=0"], r"train\.keep_checkpoints must be positive"),
     ("weight_decay_negative", ["train.weight_decay=-0.1"], r"train\.weight_decay must be >= 0"),
     ("print_every_negative", ["tracking.print_every=-1"], r"tracking\.print_every must be >= 0"),
-    ("reward_clip_negative", ["reward.clip=-1"], r"reward\.clip must be > 0 or null"),
+    ("reward_clip_negative", ["reward.clip=-1"], r"reward\.clip must be positive or null"),
     (
         "reward_weight_inf",
         ["reward.components.0.weight=.inf"],
         r"reward\.components\[0\]\.weight must be a finite",
     ),
-    ("clip_range_negative", ["algorithm.clip_range=-0.2"], r"algorithm: clip_range must be > 0, got -0\.2"),
-    ("clip_range_value_0", ["algorithm.clip_range_value=0"], r"clip_range_value must be > 0 or null"),
+    (
+        "clip_range_negative",
+        ["algorithm.clip_range=-0.2"],
+        r"algorithm: clip_range must be positive, got -0\.2",
+    ),
+    ("clip_range_value_0", ["algorithm.clip_range_value=0"], r"clip_range_value must be positive or null"),
     ("gamma_above_1", ["algorithm.gamma=1.5"], r"gamma must be in \[0, 1\], got 1\.5"),
     ("lam_negative", ["algorithm.lam=-0.1"], r"lam must be in \[0, 1\]"),
     ("kl_coef_negative", ["algorithm.kl_coef=-1"], r"kl_coef must be >= 0"),
-    ("kl_target_0", ["algorithm.kl_target=0"], r"kl_target must be > 0 or null"),
-    ("max_grad_norm_0", ["algorithm.max_grad_norm=0"], r"max_grad_norm must be > 0 or null"),
+    ("kl_target_0", ["algorithm.kl_target=0"], r"kl_target must be positive or null"),
+    ("max_grad_norm_0", ["algorithm.max_grad_norm=0"], r"max_grad_norm must be positive or null"),
     ("vf_coef_negative", ["algorithm.vf_coef=-1"], r"vf_coef must be >= 0"),
-    ("a2c_minibatch_0", ["algorithm.name=a2c", "algorithm.minibatch_size=0"], r"minibatch_size must be > 0"),
+    (
+        "a2c_minibatch_0",
+        ["algorithm.name=a2c", "algorithm.minibatch_size=0"],
+        r"minibatch_size must be positive",
+    ),
     ("nlpo_top_mask", ["algorithm.name=nlpo", "algorithm.top_mask=1.5"], r"top_mask must be in \(0, 1\]"),
     ("sft_lr_negative", ["sft.learning_rate=-1"], r"sft\.learning_rate must be > 0"),
     (
@@ -419,5 +427,5 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.stderr.strip().splitlines() == [
-        f"rl4text train: error: {SMOKE} (with command-line overrides): train.learning_rate must be > 0, got -1.0"
+        f"rl4text train: error: {SMOKE} (with command-line overrides): train.learning_rate must be positive, got -1.0"
     ]

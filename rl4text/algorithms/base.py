@@ -66,7 +66,7 @@ def check_ranges(
             continue
         if value is None or value <= 0:
             also = " or null" if name in positive_or_none else ""
-            raise ValueError(f"{name} must be > 0{also}, got {value}")
+            raise ValueError(f"{name} must be positive{also}, got {value}")
     for name in non_negative:
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")

@@ -21,6 +21,10 @@ class RewardError(RuntimeError):
     """A reward component failed; the message names the component and the sample that broke it."""
 
 
+class RewardBuildError(RewardError, ValueError):
+    """A reward component could not be built from its ``args`` (a ``ValueError`` too, as the factory raised)."""
+
+
 @dataclass
 class Component:
     name: str
@@ -273,10 +277,10 @@ def _component(spec: Any) -> Component:
         REWARDS.check_args(spec["name"], args)
         try:
             fn = factory(**args)
-        except (
-            Exception
-        ) as exc:  # a bad argument value, a missing optional package, a model that fails to load
-            raise RewardError(
+        except OSError:  # a file the args name: its message names it, and the CLI reports it as is
+            raise
+        except Exception as exc:  # a bad value, a missing optional package, a model that fails to load
+            raise RewardBuildError(
                 f"reward component {spec['name']!r} with args {args}: building it failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
