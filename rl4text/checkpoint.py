@@ -66,7 +66,9 @@ def encode(obj: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
     ``{"__dict__": [[key, value], ...]}`` for a dict with a key that is not a string.
     """
     if isinstance(obj, torch.Tensor):
-        name = path or "tensor"
+        name, n = path or "tensor", 1
+        while name in tensors:  # a dict key with a dot could spell another entry's path
+            name, n = f"{path or 'tensor'}#{n}", n + 1
         tensors[name] = obj.detach().to("cpu").contiguous()
         return {"__tensor__": name}
     if isinstance(obj, np.ndarray):

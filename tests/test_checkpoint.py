@@ -88,6 +88,9 @@ def test_encode_decode_is_exact():
     assert back["nested"] == [(None, True), {"__sneaky": 1}]
     assert back["arr"].dtype == np.uint32 and back["arr"].tolist() == [[0, 1, 2], [3, 4, 5]]
     assert back["t"] is tensors["t"] and set(tensors) == {"t", "t8"}
+    clash: dict = {}
+    back = decode(encode({"a.b": torch.ones(1), "a": {"b": torch.zeros(1)}}, clash), clash)
+    assert back["a.b"].item() == 1.0 and back["a"]["b"].item() == 0.0 and len(clash) == 2
     with pytest.raises(TypeError, match=r"cannot store set at 'x'"):
         encode({"x": {1, 2}}, {})
 
