@@ -225,7 +225,7 @@ def test_multi30k_hub_fallback(hf_cache, no_data, monkeypatch):
     assert "English sentence into German" in reverse.split("train")[0]["prompt"]
 
 
-def test_multi30k_falls_back_to_the_embedded_sample(hf_cache, no_data, monkeypatch, capsys):
+def test_multi30k_falls_back_to_the_embedded_sample(hf_cache, no_data, monkeypatch, capsys, tmp_path):
     """Neither RL4TEXT_DATA nor the Hub (offline): the sample shipped in the package, with a one-line notice."""
     from rl4text.tasks import translation
 
@@ -245,6 +245,12 @@ def test_multi30k_falls_back_to_the_embedded_sample(hf_cache, no_data, monkeypat
     monkeypatch.setattr(translation, "hub_reachable", lambda hub_id: False)
     monkeypatch.setattr(translation, "hub_rows", lambda *a, **k: pytest.fail("the Hub was tried"))
     assert len(TASKS.build("multi30k", max_samples=7).split("train")) == 7
+    # RL4TEXT_DATA set, but without multi30k/: the notice says so
+    monkeypatch.setattr(translation, "_notified", set())
+    monkeypatch.setenv("RL4TEXT_DATA", str(tmp_path))
+    capsys.readouterr()
+    assert len(TASKS.build("multi30k").split("val")) == 1014
+    assert f"RL4TEXT_DATA={tmp_path} has no multi30k/" in capsys.readouterr().err
 
 
 def test_hub_reachable_probe(monkeypatch, tmp_path):

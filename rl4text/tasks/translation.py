@@ -136,8 +136,10 @@ def _multi30k_embedded(
     """The sample shipped in the package (``rl4text/tasks/data/multi30k``), with a one-line notice."""
     if "multi30k" not in _notified:
         _notified.add("multi30k")
+        root = data_root()
+        local = "RL4TEXT_DATA is not set" if root is None else f"RL4TEXT_DATA={root} has no multi30k/"
         print(
-            f"multi30k: RL4TEXT_DATA is not set and {why.rstrip('.')}; using the embedded sample shipped with "
+            f"multi30k: {local} and {why.rstrip('.')}; using the embedded sample shipped with "
             f"rl4text (train: first {EMBEDDED_TRAIN_PAIRS:,} of 29,000 pairs; val and test_2016_flickr whole; "
             f"see {EMBEDDED_MULTI30K / 'README.md'})",
             file=sys.stderr,
