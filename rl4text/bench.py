@@ -31,11 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from rl4text.compare import Group, fmt, load_run_folder, mean_ci, plot_curves
 from rl4text.compare import curves as curve_data
-from rl4text.config import Config, ConfigError, load_config
+from rl4text.config import Config, ConfigError, load_config, load_yaml
 
 BENCH_KEYS = {
     "name",
@@ -103,9 +101,9 @@ def load_bench(path: str | Path, output_dir: str | Path | None = None) -> Bench:
     if not path.is_file():
         raise BenchError(f"benchmark file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BenchError(f"{path}: not valid YAML: {exc}") from exc
+        data = load_yaml(path.read_text(), str(path)) or {}  # duplicate keys rejected, as in run configs
+    except ConfigError as exc:
+        raise BenchError(str(exc)) from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: expected a mapping with keys {sorted(BENCH_KEYS)}")
     unknown = set(data) - BENCH_KEYS

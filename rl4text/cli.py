@@ -198,10 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rl4text.config import ConfigError
-    from rl4text.registry import RegistryError
-    from rl4text.runtime import RunError
-    from rl4text.tasks import TaskDataError
+    from rl4text.errors import debug, one_paragraph, user_errors
 
     parser = build_parser()
     # overrides may follow options (`train C --output-dir D key=value`), which argparse leaves unparsed
@@ -215,8 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, dest, [*getattr(args, dest), *extra])
     try:
         return args.func(args)
-    except (ConfigError, RegistryError, TaskDataError, RunError) as exc:
-        print(f"rl4text {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print(f"rl4text {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        if debug():
+            raise
+        print(f"rl4text {args.command}: error: {one_paragraph(exc)}", file=sys.stderr)
         return 2
 
 

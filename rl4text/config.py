@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,16 +123,6 @@ class TrainConfig:
     """How many most recent checkpoints to keep."""
     save_final_model: bool = True
     """Write the trained policy as a Hugging Face folder ``model/`` (usable as ``model.name_or_path``)."""
-
-    def __post_init__(self):
-        if self.keep_checkpoints < 1:
-            raise ValueError(
-                f"keep_checkpoints must be >= 1 (a resume needs a checkpoint to continue from), got {self.keep_checkpoints}"
-            )
-        if self.save_every < 0:
-            raise ValueError(
-                f"save_every must be >= 0 (0: checkpoint only at the end), got {self.save_every}"
-            )
 
 
 @dataclass
@@ -339,6 +330,8 @@ def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {where} must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -349,8 +342,10 @@ def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, data: Any, where: str, source: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+def build_dataclass(cls: type, data: Any, where: str, source: str, also_valid: tuple[str, ...] = ()) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    ``also_valid``: keys of the section read elsewhere (``algorithm.name``), listed and suggested too."""
     if data is None:
         data = {}
     if dataclasses.is_dataclass(data):
@@ -363,15 +358,16 @@ def build_dataclass(cls: type, data: Any, where: str, source: str) -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in valid:
+            listed = [*also_valid, *valid]
             raise ConfigError(
-                f"{source}: unknown key {path!r}.{_suggest(str(key), valid)} "
-                f"Valid keys{' in ' + repr(where) if where else ''}: {', '.join(valid)}"
+                f"{source}: unknown key {path!r}.{_suggest(str(key), listed)} "
+                f"Valid keys{' in ' + repr(where) if where else ''}: {', '.join(listed)}"
             )
         kwargs[key] = _check_value(value, hints[key], path, source)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: invalid {where or 'config'}: {exc}") from exc
+        raise ConfigError(f"{source}: {where or 'config'}: {exc}") from exc
 
 
 def _build_algorithm(data: Any, source: str) -> AlgorithmSection:
@@ -385,7 +381,7 @@ def _build_algorithm(data: Any, source: str) -> AlgorithmSection:
         algo_cls = ALGORITHMS.get(name)
     except RegistryError as exc:
         raise ConfigError(f"{source}: algorithm.name: {exc}") from exc
-    params = build_dataclass(algo_cls.Config, data, "algorithm", source)
+    params = build_dataclass(algo_cls.Config, data, "algorithm", source, also_valid=("name",))
     return AlgorithmSection(name=name, params=params)
 
 
@@ -416,21 +412,85 @@ def validate(cfg: Config, source: str) -> None:
                 f"{source}: model.random_init needs model.tokenizer (e.g. 'char') or sft.tokenizer_training"
             )
     _validate_sft(cfg, source)
-    positive = {
-        "rollout.batch_size": cfg.rollout.batch_size,
-        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
-        "rollout.max_prompt_length": cfg.rollout.max_prompt_length,
-        "eval.batch_size": cfg.eval.batch_size,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{source}: {key} must be positive, got {value}")
-    if cfg.rollout.temperature <= 0:
-        raise ConfigError(f"{source}: rollout.temperature must be > 0, got {cfg.rollout.temperature}")
-    if cfg.train.iterations < 0:
-        raise ConfigError(f"{source}: train.iterations must be >= 0, got {cfg.train.iterations}")
+    _validate_numbers(cfg, source)
+    if cfg.eval.num_beams > 1 and cfg.eval.do_sample:
+        raise ConfigError(
+            f"{source}: eval.num_beams={cfg.eval.num_beams} is beam search, which is deterministic; set "
+            "eval.do_sample=false, or eval.num_beams=1 to sample"
+        )
     if not cfg.reward.components:
         raise ConfigError(f"{source}: reward.components is empty; give at least one {{name, weight, args}}")
+    check_device(cfg.train.device, f"{source}: train.device")
+
+
+# (key, rule) checked by _validate_numbers; "null ok" keys may also be None
+_POSITIVE = [
+    "rollout.batch_size",
+    "rollout.max_new_tokens",
+    "rollout.max_prompt_length",
+    "rollout.temperature",
+    "train.learning_rate",
+    "train.keep_checkpoints",
+    "eval.batch_size",
+    "eval.num_beams",
+]
+_POSITIVE_OR_NULL = ["train.value_learning_rate", "eval.max_samples", "eval.max_new_tokens", "reward.clip"]
+_NON_NEGATIVE = [
+    "train.iterations",
+    "train.save_every",
+    "train.weight_decay",
+    "eval.every",
+    "eval.num_logged_samples",
+    "tracking.print_every",
+]
+
+
+def _validate_numbers(cfg: Config, source: str) -> None:
+    """Numbers that must be positive or non-negative, checked before any work; each error names the key."""
+
+    def get(key: str):
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    for key in _POSITIVE + _POSITIVE_OR_NULL:
+        value = get(key)
+        if value is None and key in _POSITIVE_OR_NULL:
+            continue
+        if value <= 0:
+            also = " or null" if key in _POSITIVE_OR_NULL else ""
+            raise ConfigError(f"{source}: {key} must be positive{also}, got {value}")
+    for key in _NON_NEGATIVE:
+        if get(key) < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0, got {get(key)}")
+    if cfg.eval.do_sample and cfg.eval.temperature <= 0:
+        raise ConfigError(
+            f"{source}: eval.do_sample=true needs eval.temperature > 0, got {cfg.eval.temperature} "
+            "(for greedy decoding set eval.do_sample=false)"
+        )
+
+
+def check_device(name: str, where: str, *, available: bool = False) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` ...: a device name torch knows, and with ``available``
+    one this machine has (checked when the device is used, so a GPU config still loads on a laptop)."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"{where}: unknown device {name!r}; use auto, cpu, cuda, cuda:N (a GPU index) or mps"
+        ) from None
+    if not available:
+        return
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(device.type, True):
+        raise ConfigError(f"{where}: {name!r} is not available on this machine; use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{where}: {name!r} names GPU {device.index}, but this machine has {torch.cuda.device_count()}"
+        )
 
 
 def _validate_sft(cfg: Config, source: str) -> None:
@@ -441,6 +501,12 @@ def _validate_sft(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: sft.{key} must be positive, got {getattr(s, key)}")
     if s.max_steps is not None and s.max_steps <= 0:
         raise ConfigError(f"{source}: sft.max_steps must be positive or null, got {s.max_steps}")
+    if s.learning_rate <= 0:
+        raise ConfigError(f"{source}: sft.learning_rate must be > 0, got {s.learning_rate}")
+    if s.weight_decay < 0:
+        raise ConfigError(f"{source}: sft.weight_decay must be >= 0, got {s.weight_decay}")
+    if s.max_grad_norm is not None and s.max_grad_norm <= 0:
+        raise ConfigError(f"{source}: sft.max_grad_norm must be > 0 or null, got {s.max_grad_norm}")
     if s.warmup_steps < 0 or s.eval_every < 0:
         raise ConfigError(f"{source}: sft.warmup_steps and sft.eval_every must be >= 0")
     if not 0.0 <= s.dropout < 1.0 or not 0.0 <= s.label_smoothing < 1.0:
@@ -498,6 +564,39 @@ def _list_item(node: list, key: str, keys: list[str]) -> Any:
     return node[_list_index(node, key, keys)]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (lines {seen[key]} and {line}); give each key once",
+                    key_node.start_mark,
+                )
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a YAML config file: safe types only, duplicate keys rejected; errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source} line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        context = f" ({exc.context})" if exc.context and exc.problem_mark else ""
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def read_config_data(
     path: str | Path | None, overrides: list[str] | None = None
 ) -> tuple[dict[str, Any], str]:
@@ -511,9 +610,10 @@ def read_config_data(
         if not path.is_file():
             raise ConfigError(f"config file {source!r} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        data = load_yaml(text, source) or {}
     if overrides:
         data = apply_overrides(data, overrides)
         source += " (with command-line overrides)"

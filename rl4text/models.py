@@ -43,6 +43,11 @@ def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
     assert name is not None
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser()), cfg.gguf_file
+    if name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists():
+        raise ModelLoadError(
+            f"model.name_or_path {name!r} is not a folder (no such directory); give a model folder (e.g. a run's "
+            "model/) or a Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
     if name in OFFLINE_PACKAGES:
         module, gguf = OFFLINE_PACKAGES[name]
         folder = _package_folder(module)

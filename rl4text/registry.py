@@ -33,6 +33,10 @@ def import_spec(spec: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise RegistryError(f"cannot import module {module_name!r} named in {spec!r}: {exc}") from exc
+    except Exception as exc:  # the user's module itself is broken (SyntaxError, an error at import time)
+        raise RegistryError(
+            f"importing module {module_name!r} named in {spec!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})")
@@ -108,8 +112,37 @@ class Registry:
         return entry
 
     def build(self, name: str, **kwargs: Any) -> Any:
-        """Look ``name`` up and call it with ``kwargs`` (a class is instantiated, a factory called)."""
+        """Look ``name`` up and call it with ``kwargs`` (a class is instantiated, a factory called).
+
+        Arguments the component does not take fail with a :class:`RegistryError` listing those it does."""
+        self.check_args(name, kwargs)
         return self.get(name)(**kwargs)
+
+    def check_args(self, name: str, kwargs: dict[str, Any], where: str | None = None) -> None:
+        """Raise :class:`RegistryError` when ``kwargs`` do not fit the signature of the component ``name``
+        (unknown or missing arguments); ``where`` names the config key in the message."""
+        import inspect
+
+        obj = self.get(name)
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+            return
+        try:
+            sig.bind(**kwargs)
+        except TypeError as exc:
+            accepted = [
+                p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            unknown = sorted(set(kwargs) - set(accepted))
+            hint = ""
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], accepted, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RegistryError(
+                f"{where or self.kind + ' ' + repr(name)}: {exc}.{hint} "
+                f"{self.kind} {name!r} takes: {', '.join(accepted) or '(no arguments)'}"
+            ) from None
 
     def _describe(self, name: str) -> str:
         entry = self._entries[name]

@@ -94,6 +94,17 @@ def _pick(tempered_logits: torch.Tensor, do_sample: bool) -> torch.Tensor:
     return torch.multinomial(torch.softmax(tempered_logits, dim=-1), 1).squeeze(-1)
 
 
+def new_cache(model: nn.Module, seq2seq: bool):
+    """An empty KV cache for ``model``: a ``DynamicCache`` (causal), or an ``EncoderDecoderCache`` of two
+    (decoder self-attention, cross-attention) for seq2seq. Passed as ``cache=`` and read back from ``out.cache``,
+    the API of transformers >= 5.24 (``past_key_values`` is deprecated there and removed in 5.40)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    if seq2seq:
+        return EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+    return DynamicCache(config=model.config)
+
+
 class IncrementalDecoder:
     """Next-token logits ``[B, V]`` of a batch, advanced one token at a time with the KV cache.
 
@@ -103,6 +114,7 @@ class IncrementalDecoder:
 
     def __init__(self, model: nn.Module, seq2seq: bool, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
         self.model, self.seq2seq, self.prompt_mask = model, seq2seq, prompt_mask
+        self.cache = new_cache(model, seq2seq)
         if seq2seq:
             self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
             start = torch.full((prompt_ids.shape[0], 1), decoder_start_id(model), dtype=torch.long)
@@ -110,6 +122,7 @@ class IncrementalDecoder:
                 encoder_outputs=self.encoder_outputs,
                 attention_mask=prompt_mask,
                 decoder_input_ids=start.to(prompt_ids.device),
+                cache=self.cache,
                 use_cache=True,
             )
         else:
@@ -120,10 +133,11 @@ class IncrementalDecoder:
                 input_ids=prompt_ids,
                 attention_mask=self.attn,
                 position_ids=causal_position_ids(self.attn),
+                cache=self.cache,
                 use_cache=True,
                 **keep,
             )
-        self.cache = out.past_key_values
+        self.cache = out.cache
         self.logits = out.logits[:, -1].float()
 
     def advance(self, token: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -134,7 +148,7 @@ class IncrementalDecoder:
                 encoder_outputs=self.encoder_outputs,
                 attention_mask=self.prompt_mask,
                 decoder_input_ids=step,
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
             )
         else:
@@ -143,10 +157,10 @@ class IncrementalDecoder:
                 input_ids=step,
                 attention_mask=self.attn,
                 position_ids=causal_position_ids(self.attn)[:, -1:],
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
             )
-        self.cache = out.past_key_values
+        self.cache = out.cache
         self.logits = out.logits[:, -1].float()
         return self.logits
 

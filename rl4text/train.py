@@ -480,3 +480,20 @@ def check_config_runs(cfg: Config, source: str = "<config>") -> None:
             f"{source}: rollout.batch_size={cfg.rollout.batch_size} must be a multiple of the {cfg.algorithm.name} "
             f"algorithm's samples per prompt ({k})"
         )
+    check_component_args(cfg, source)
+
+
+def check_component_args(cfg: Config, source: str) -> None:
+    """``task.args`` and each reward component's ``args`` fit their factories (before any model is loaded)."""
+    from rl4text.registry import REWARDS, RegistryError
+    from rl4text.rewards import is_reward_callable
+
+    checks = [("task.args", TASKS, cfg.task.name, cfg.task.args)]
+    for i, comp in enumerate(cfg.reward.components):
+        if not is_reward_callable(REWARDS.get(comp.name)):
+            checks.append((f"reward.components[{i}].args", REWARDS, comp.name, comp.args))
+    for key, registry, name, args in checks:
+        try:
+            registry.check_args(name, args, where=f"{source}: {key}")
+        except RegistryError as exc:
+            raise ConfigError(str(exc)) from None

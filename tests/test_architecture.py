@@ -65,6 +65,7 @@ LAYERS = [
         3,
         [
             "rl4text.cli",
+            "rl4text.errors",
             "rl4text.quickstart",
             "rl4text.bench",
             "rl4text.commands",

@@ -225,11 +225,69 @@ def test_multi30k_hub_fallback(hf_cache, no_data, monkeypatch):
     assert "English sentence into German" in reverse.split("train")[0]["prompt"]
 
 
+def test_multi30k_falls_back_to_the_embedded_sample(hf_cache, no_data, monkeypatch, capsys, tmp_path):
+    """Neither RL4TEXT_DATA nor the Hub (offline): the sample shipped in the package, with a one-line notice."""
+    from rl4text.tasks import translation
+
+    monkeypatch.setattr(translation, "_notified", set())
+    task = TASKS.build("multi30k")
+    assert [len(task.split(s)) for s in ("train", "val", "test")] == [3000, 1014, 1000]
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and "embedded sample" in notice[0] and "bentrevett/multi30k" in notice[0]
+    first = task.split("test")[0]
+    assert first["meta"]["source"] == "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt."
+    assert first["references"] == ["A man in an orange hat starring at something."]
+    # an explicit path= is never replaced by the sample
+    with pytest.raises(TaskDataError, match=r"path .*nowhere does not exist"):
+        TASKS.build("multi30k", path="/nowhere").split("train")
+    # a Hub that cannot be reached is not retried: the probe fails at once and no load is attempted
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(translation, "hub_reachable", lambda hub_id: False)
+    monkeypatch.setattr(translation, "hub_rows", lambda *a, **k: pytest.fail("the Hub was tried"))
+    assert len(TASKS.build("multi30k", max_samples=7).split("train")) == 7
+    # RL4TEXT_DATA set, but without multi30k/: the notice says so
+    monkeypatch.setattr(translation, "_notified", set())
+    monkeypatch.setenv("RL4TEXT_DATA", str(tmp_path))
+    capsys.readouterr()
+    assert len(TASKS.build("multi30k").split("val")) == 1014
+    assert f"RL4TEXT_DATA={tmp_path} has no multi30k/" in capsys.readouterr().err
+
+
+def test_hub_reachable_probe(monkeypatch, tmp_path):
+    from rl4text.tasks.hub import hub_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert hub_reachable(str(tmp_path))  # a local folder
+    import huggingface_hub
+
+    def refused(repo_id, timeout):
+        assert timeout <= 5  # a short probe, not the library's retries
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "dataset_info", refused)
+    assert not hub_reachable("bentrevett/multi30k")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # datasets reads its cache at once then
+    assert hub_reachable("bentrevett/multi30k")
+
+
+def test_embedded_sample_is_package_data():
+    """The files pyproject.toml ships as package data (a wheel or `pip install .` holds exactly these)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    from rl4text.tasks.translation import EMBEDDED_MULTI30K
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p for pattern in patterns["rl4text"] for p in (root / "rl4text").glob(pattern)}
+    for split in ("train", "val", "test_2016_flickr"):
+        for lang in ("de", "en"):
+            assert EMBEDDED_MULTI30K / f"{split}.{lang}.gz" in shipped
+    assert EMBEDDED_MULTI30K / "README.md" in shipped
+
+
 def test_hub_offline_and_missing_datasets_errors(hf_cache, no_data, monkeypatch, tmp_path):
-    with pytest.raises(
-        TaskDataError, match=r"multi30k: cannot read bentrevett/multi30k\[train\].*RL4TEXT_DATA"
-    ):
-        TASKS.build("multi30k").split("train")
+    with pytest.raises(TaskDataError, match=r"scitldr: cannot read allenai/scitldr.*RL4TEXT_DATA"):
+        TASKS.build("scitldr").split("train")
     with pytest.raises(TaskDataError, match=r"path .*nowhere does not exist"):
         TASKS.build("xsum", path="/nowhere").split("train")
     only_train = tmp_path / "only-train"

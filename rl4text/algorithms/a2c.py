@@ -16,6 +16,7 @@ from rl4text.algorithms.base import (
     OnPolicyConfig,
     StatsMean,
     TrainBatch,
+    check_ranges,
     masked_entropy_mean,
     minibatches,
 )
@@ -33,6 +34,10 @@ class A2CConfig(OnPolicyConfig):
     """Weight of the entropy bonus (Mnih et al. 2016 use 0.01 on Atari; 0 is usual for language)."""
     minibatch_size: int | None = None
     """Episodes per gradient step within the single pass (``None``: the whole rollout in one step)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_ranges(self, non_negative=("vf_coef", "ent_coef"), positive_or_none=("minibatch_size",))
 
 
 def policy_gradient_loss(

@@ -42,8 +42,37 @@ class OnPolicyConfig:
     def __post_init__(self):
         if self.kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        check_ranges(
+            self,
+            non_negative=("kl_coef",),
+            positive=("kl_horizon",),
+            positive_or_none=("kl_target", "max_grad_norm"),
+            unit=("gamma", "lam"),
+        )
+
+
+def check_ranges(
+    config,
+    *,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    positive_or_none: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+) -> None:
+    """Raise ``ValueError`` naming the first field of ``config`` out of its range (``unit``: within [0, 1])."""
+    for name in positive + positive_or_none:
+        value = getattr(config, name)
+        if value is None and name in positive_or_none:
+            continue
+        if value is None or value <= 0:
+            also = " or null" if name in positive_or_none else ""
+            raise ValueError(f"{name} must be positive{also}, got {value}")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+    for name in unit:
+        if not 0 <= getattr(config, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(config, name)}")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from rl4text.algorithms.base import (
     OnPolicyConfig,
     StatsMean,
     TrainBatch,
+    check_ranges,
     masked_entropy_mean,
     minibatches,
 )
@@ -42,8 +43,12 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.minibatch_size <= 0 or self.n_epochs <= 0:
-            raise ValueError("minibatch_size and n_epochs must be positive")
+        check_ranges(
+            self,
+            positive=("clip_range", "minibatch_size", "n_epochs"),
+            positive_or_none=("clip_range_value", "target_kl"),
+            non_negative=("vf_coef", "ent_coef"),
+        )
 
 
 @register_algorithm("ppo")

@@ -17,6 +17,7 @@ from rl4text.algorithms.base import (
     OnPolicyConfig,
     StatsMean,
     TrainBatch,
+    check_ranges,
     masked_entropy_mean,
     minibatches,
 )
@@ -44,6 +45,7 @@ class RLOOConfig(OnPolicyConfig):
             raise ValueError(
                 f"RLOO needs k >= 2 samples per prompt for a leave-one-out baseline, got {self.k}"
             )
+        check_ranges(self, positive=("n_epochs",), positive_or_none=("minibatch_size",))
 
 
 def leave_one_out_advantages(returns: torch.Tensor, k: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from rl4text.config import ConfigError
 from rl4text.evaluate import Decoding, evaluate
 from rl4text.runtime import pick_device, seed_everything, write_text_atomic
 
@@ -45,6 +46,8 @@ def evaluate_model(
     model, seq2seq = load_model(model_cfg, tokenizer)
     model.to(device)
     task = TASKS.build(cfg.task.name, **cfg.task.args)
+    if max_samples is not None and max_samples < 1:  # [:0] would decode nothing, [:-1] silently drop a sample
+        raise ConfigError(f"--max-samples must be a positive integer, got {max_samples}")
     samples = task.split(split)[:max_samples]
     use_chat = uses_chat_template(model_cfg.use_chat_template, tokenizer, seq2seq)
     return evaluate(

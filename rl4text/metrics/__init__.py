@@ -17,4 +17,14 @@ class MetricResult:
 
 def build_metrics(names: list[str]) -> dict[str, object]:
     """Instantiate each named metric (an unknown name fails with the known names)."""
-    return {name: METRICS.build(name) for name in names}
+    from rl4text.registry import RegistryError
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = METRICS.build(name)
+        except RegistryError:
+            raise
+        except (ImportError, ValueError, TypeError, OSError, RuntimeError) as exc:  # e.g. an optional package
+            raise RegistryError(f"metric {name!r} cannot be built: {type(exc).__name__}: {exc}") from exc
+    return out

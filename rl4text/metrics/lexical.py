@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from rl4text.metrics import MetricResult
 from rl4text.registry import register_metric
+from rl4text.rewards import as_references
 from rl4text.rewards.lexical import ROUGE_TYPES, rouge_scorer, rouge_scores
 
 
-def _refs(references: list[str]) -> list[str]:
-    return list(references) if references else [""]
+def _refs(references: list[str] | str) -> list[str]:
+    return as_references(references)  # a plain string is one reference, not a list of characters
 
 
 def _check(predictions: list[str], references: list[list[str]]) -> None:
@@ -133,5 +134,5 @@ class Meteor:
         _check(predictions, references)
         from rl4text.metrics.meteor import meteor
 
-        per = [100.0 * meteor(p, list(r), wordnet=self.wordnet) for p, r in zip(predictions, references)]
+        per = [100.0 * meteor(p, _refs(r), wordnet=self.wordnet) for p, r in zip(predictions, references)]
         return MetricResult({"meteor": sum(per) / len(per)}, per)

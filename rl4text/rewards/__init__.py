@@ -21,6 +21,10 @@ class RewardError(RuntimeError):
     """A reward component failed; the message names the component and the sample that broke it."""
 
 
+class RewardBuildError(RewardError, ValueError):
+    """A reward component could not be built from its ``args`` (a ``ValueError`` too, as the factory raised)."""
+
+
 @dataclass
 class Component:
     name: str
@@ -40,6 +44,15 @@ class RewardOutput:
     """``[B][T_i]`` weighted sum of the token-level components per response token, or None when there are none."""
     parts: dict[str, list[float]]
     """``{component: [B]}`` unweighted values (token-level components summed over tokens), logged as reward/<name>."""
+
+
+def as_references(refs: Any) -> list[str]:
+    """One sample's references as a list: a plain string is one reference (the convention of evaluate and
+    sacrebleu users), a sequence of strings is several, and none at all is one empty reference."""
+    if isinstance(refs, str):
+        return [refs]
+    refs = list(refs) if refs is not None else []
+    return refs or [""]
 
 
 def token_level(fn: RewardFn) -> RewardFn:
@@ -76,8 +89,16 @@ class ComposedReward:
     def evaluate(
         self, prompts: list[str], completions: list[str], references: list[list[str]], **fields
     ) -> RewardOutput:
-        """Every component on the batch; repeated names are logged as ``name``, ``name_2``, ..."""
+        """Every component on the batch; repeated names are logged as ``name``, ``name_2``, ...
+
+        A plain string in ``references`` is one reference: components always receive ``[B]`` lists of strings."""
         B = len(completions)
+        if len(references) != B or len(prompts) != B:
+            raise RewardError(
+                f"a reward needs one prompt and one reference list per completion; got {len(prompts)} prompts, "
+                f"{B} completions, {len(references)} reference lists"
+            )
+        references = [as_references(r) for r in references]
         sequence = [0.0] * B
         token: list[list[float]] | None = None
         parts: dict[str, list[float]] = {}
@@ -139,11 +160,54 @@ class RewardScaler:
         self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
+def _values(raw: Any, name: str, n: int, is_token: bool) -> list:
+    """A component's output as ``n`` floats (or ``n`` lists of floats), or a :class:`RewardError` saying why not."""
+    what = "a list of per-token lists" if is_token else "a list of numbers"
+    try:
+        size = None if isinstance(raw, (str, bytes, dict)) else len(raw)
+    except TypeError:  # None, a number, a 0-d tensor
+        size = None
+    if size is None:
+        raise RewardError(
+            f"reward component {name!r} returned {type(raw).__name__} {_short(raw)}; a reward returns {what}, "
+            f"one per completion ({n} here)"
+        )
+    if size != n:
+        raise RewardError(
+            f"reward component {name!r} returned {size} values for {n} texts; it must return one per text"
+        )
+    out = []
+    for i, v in enumerate(raw):
+        try:
+            if is_token:
+                if isinstance(v, (str, bytes)):
+                    raise TypeError
+                out.append([_number(x) for x in v])
+            else:
+                out.append(_number(v))
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"reward component {name!r} returned {type(v).__name__} {_short(v)} for sample {i}; a reward "
+                f"returns {what}"
+            ) from None
+    return out
+
+
+def _number(x: Any) -> float:
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(x)
+    return float(x)
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _call_component(comp: Component, prompts, completions, references, fields) -> list[float]:
     is_token = getattr(comp.fn, "token_level", False)
     try:
         raw = comp.fn(prompts, completions, references, **fields)
-        values = [[float(x) for x in v] for v in raw] if is_token else [float(v) for v in raw]
     except Exception as exc:
         # find the sample that breaks it, so the user can look at it
         for i in range(len(completions)):
@@ -158,10 +222,7 @@ def _call_component(comp: Component, prompts, completions, references, fields) -
         raise RewardError(
             f"reward component {comp.name!r} failed on a batch of {len(completions)}: {exc!r}"
         ) from exc
-    if len(values) != len(completions):
-        raise RewardError(
-            f"reward component {comp.name!r} returned {len(values)} values for {len(completions)} texts"
-        )
+    values = _values(raw, comp.name, len(completions), is_token)
     if is_token:
         for i, (vals, ids) in enumerate(zip(values, fields["response_token_ids"])):
             if len(vals) != len(ids):
@@ -169,6 +230,24 @@ def _call_component(comp: Component, prompts, completions, references, fields) -
                     f"token-level reward {comp.name!r} gave {len(vals)} values for the {len(ids)} tokens of sample {i}"
                 )
     return values
+
+
+def is_reward_callable(obj: Any) -> bool:
+    """Is ``obj`` a reward itself (``f(prompts, completions, references, **fields)``) rather than a factory?
+
+    A factory takes only keyword arguments (the component's ``args``); a reward takes three positional ones.
+    """
+    import inspect
+
+    if isinstance(obj, type) or not callable(obj):
+        return False
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    return len(required) >= 3
 
 
 def _component(spec: Any) -> Component:
@@ -186,7 +265,30 @@ def _component(spec: Any) -> Component:
             f"reward component {spec['name']!r}: unknown keys {sorted(unknown)}; valid: name, weight, args"
         )
     factory = REWARDS.get(spec["name"])
-    fn = factory(**(spec.get("args") or {}))
+    args = spec.get("args") or {}
+    if is_reward_callable(factory):  # `module:f` naming a reward function itself, not a factory
+        if args:
+            raise RewardError(
+                f"reward component {spec['name']!r} is a reward function (prompts, completions, references), "
+                f"not a factory, so it takes no args; got args {sorted(args)}"
+            )
+        fn = factory
+    else:
+        REWARDS.check_args(spec["name"], args)
+        try:
+            fn = factory(**args)
+        except OSError:  # a file the args name: its message names it, and the CLI reports it as is
+            raise
+        except Exception as exc:  # a bad value, a missing optional package, a model that fails to load
+            raise RewardBuildError(
+                f"reward component {spec['name']!r} with args {args}: building it failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    if not callable(fn):
+        raise RewardError(
+            f"reward component {spec['name']!r}: its factory returned {type(fn).__name__}, not a callable "
+            "(prompts, completions, references, **fields) -> list of numbers"
+        )
     short = spec["name"].rsplit(":", 1)[-1]
     return Component(short, float(spec.get("weight", 1.0)), fn)
 

@@ -117,14 +117,18 @@ def score_prf(scorer, candidates: list[str], references: list[list[str]]):
 
     if not candidates:
         return torch.zeros(0, 3)
-    refs = [list(r) if len(r) else [""] for r in references]
+    from rl4text.rewards import as_references
+
+    refs = [as_references(r) for r in references]
     p, r, f = scorer.score(list(candidates), refs, batch_size=scorer.batch_size)
     return torch.stack([p, r, f], dim=-1).float()
 
 
 def set_idf_from(scorer, references: list[list[str]]) -> None:
     """idf weights from this reference corpus, as ``bert_score.score(idf=True)`` computes them."""
-    flat = [s for refs in references for s in (refs if len(refs) else [""])]
+    from rl4text.rewards import as_references
+
+    flat = [s for refs in references for s in as_references(refs)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Overwriting the previous importance weights": intended here
         scorer.compute_idf(flat)

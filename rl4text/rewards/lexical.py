@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from rl4text.registry import register_reward
+from rl4text.rewards import as_references
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _MEASURES = {"f": "fmeasure", "p": "precision", "r": "recall"}
@@ -19,8 +20,8 @@ _MEASURES = {"f": "fmeasure", "p": "precision", "r": "recall"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]]*)\s+")
 
 
-def _refs(references: list[str]) -> list[str]:
-    return list(references) if references else [""]
+def _refs(references: list[str] | str) -> list[str]:
+    return as_references(references)  # a plain string is one reference, not a list of characters
 
 
 @register_reward("chrf")
@@ -134,6 +135,6 @@ def meteor_reward():
     wordnet = load_wordnet()  # fail at build time, not in the middle of training
 
     def meteor_fn(prompts, completions, references, **_):
-        return [meteor(c, list(r), wordnet=wordnet) for c, r in zip(completions, references)]
+        return [meteor(c, _refs(r), wordnet=wordnet) for c, r in zip(completions, references)]
 
     return meteor_fn

@@ -126,7 +126,7 @@ def rm_config_from_dict(data: dict[str, Any], source: str = "<config>") -> RMCon
             f"{source}: train.loss {cfg.train.loss!r} needs scores or rankings; "
             f"data.format {cfg.data.format!r} has pairs only: use 'bradley_terry'"
         )
-    for key in ("epochs", "groups_per_batch", "batch_size", "log_every"):
+    for key in ("epochs", "groups_per_batch", "batch_size", "log_every", "learning_rate"):
         if getattr(cfg.train, key) <= 0:
             raise ConfigError(f"{source}: train.{key} must be positive, got {getattr(cfg.train, key)}")
     if cfg.train.keep_checkpoints < 1 or cfg.train.save_every < 0:
@@ -134,6 +134,19 @@ def rm_config_from_dict(data: dict[str, Any], source: str = "<config>") -> RMCon
             f"{source}: train.keep_checkpoints must be >= 1 and train.save_every >= 0, "
             f"got {cfg.train.keep_checkpoints} and {cfg.train.save_every}"
         )
+    for key in ("weight_decay", "warmup_steps", "margin"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"{source}: train.{key} must be >= 0, got {getattr(cfg.train, key)}")
+    for section, key in (
+        ("train", "max_group_size"),
+        ("data", "max_train_groups"),
+        ("data", "max_eval_groups"),
+    ):
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: {section}.{key} must be positive or null, got {value}")
+    if cfg.model.max_length <= 0:
+        raise ConfigError(f"{source}: model.max_length must be positive, got {cfg.model.max_length}")
     if not 0.0 <= cfg.data.held_out < 1.0:
         raise ConfigError(f"{source}: data.held_out must be in [0, 1), got {cfg.data.held_out}")
     return cfg

@@ -19,6 +19,7 @@ Generic JSON-lines formats (one object a line; every malformed line fails naming
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ def _text(row: dict, key: str, where: str, *, empty_ok: bool = False) -> str:
 
 def _references(row: dict, where: str) -> list[str]:
     refs = row.get("references", [])
+    if isinstance(refs, str):  # one reference
+        return [refs]
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         raise TaskDataError(f"{where}: field 'references' must be a list of strings, got {refs!r}")
     return refs
@@ -77,8 +80,8 @@ def _references(row: dict, where: str) -> list[str]:
 
 def _number(row: dict, key: str, where: str) -> float:
     value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskDataError(f"{where}: field {key!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TaskDataError(f"{where}: field {key!r} must be a finite number, got {value!r}")
     return float(value)
 
 

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from rl4text.config import check_device
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's global generators (CUDA's too, through ``torch.manual_seed``)."""
@@ -19,4 +21,5 @@ def pick_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; any other name as ``torch.device(name)``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(name, "train.device", available=True)  # a ConfigError naming the key, not a CUDA traceback
     return torch.device(name)

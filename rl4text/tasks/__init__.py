@@ -6,6 +6,7 @@ A task factory is registered by name (``@rl4text.register_task("name")``) and ca
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -58,11 +59,38 @@ def check_sample(sample: dict, where: str) -> dict:
     return sample
 
 
-def open_text(path: Path, newline: str | None = None):
-    """A UTF-8 text file (a BOM is skipped), gunzipped on the fly when it ends in ``.gz``."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
-    return path.open(encoding="utf-8-sig", newline=newline)
+def decode_line(raw: bytes, path: Path | str, line: int) -> str:
+    """One line of a UTF-8 file; bytes that are not UTF-8 raise :class:`TaskDataError` naming file and line."""
+    try:
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskDataError(
+            f"{path} line {line}: not valid UTF-8 (byte {raw[exc.start : exc.start + 1]!r} at column {exc.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def open_text(path: Path, newline: str | None = None) -> io.StringIO:
+    """A UTF-8 text file (a BOM is skipped), gunzipped when it ends in ``.gz``, as a text stream.
+
+    The whole file is decoded up front, so bytes that are not UTF-8 raise :class:`TaskDataError` naming the
+    file and line (not a ``UnicodeDecodeError`` in the middle of a loop); a broken gzip file names the file too.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise TaskDataError(f"{path}: cannot read the file ({exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        decode_line(
+            raw[start : raw.find(b"\n", exc.start) if b"\n" in raw[exc.start :] else None], path, line
+        )
+        raise  # not reached: decode_line raises for the line that holds the bad byte
+    return io.StringIO(text, newline=newline)
 
 
 def read_jsonl_rows(path: str | Path) -> Iterator[tuple[dict, str]]:

@@ -6,6 +6,7 @@ Every failure becomes a :class:`~rl4text.tasks.TaskDataError` that names the dat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,30 @@ def _import_load_dataset(task: str):
             "pip install datasets); or give the task local files (RL4TEXT_DATA, see the task's docstring)"
         ) from exc
     return load_dataset
+
+
+def hub_reachable(hub_id: str, timeout: float = 3.0) -> bool:
+    """Can ``load_dataset(hub_id)`` be tried without stalling? One metadata request with a short timeout.
+
+    A local folder, ``HF_HUB_OFFLINE=1`` (``datasets`` then reads its cache at once) and an installed
+    ``datasets`` that the probe cannot judge count as reachable; a failed connection does not (``datasets``
+    would retry it for about 30 s before giving up).
+    """
+    if Path(hub_id).expanduser().exists():
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return True
+    try:
+        from huggingface_hub import dataset_info
+    except ImportError:
+        return False
+    try:
+        dataset_info(hub_id, timeout=timeout)
+    except (
+        Exception
+    ) as exc:  # httpx/requests connection errors, timeouts, or an HTTP error from a reachable Hub
+        return getattr(exc, "response", None) is not None
+    return True
 
 
 def _split_spec(split: str, max_samples: int | None) -> str:

@@ -11,13 +11,13 @@ dataset is read with ``datasets.load_dataset`` (``path=`` points that at a local
 
 from __future__ import annotations
 
-import gzip
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rl4text.registry import register_task
-from rl4text.tasks import Task, TaskDataError, check_sample, data_root
-from rl4text.tasks.hub import first, hub_rows
+from rl4text.tasks import Task, TaskDataError, check_sample, data_root, open_text
+from rl4text.tasks.hub import first, hub_reachable, hub_rows
 
 LANGUAGES = {
     "en": "English",
@@ -37,6 +37,9 @@ LANGUAGES = {
 }
 MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 MULTI30K_HUB = "bentrevett/multi30k"
+# a real sample of Multi30k inside the package, read when neither RL4TEXT_DATA nor the Hub has the data
+EMBEDDED_MULTI30K = Path(__file__).parent / "data" / "multi30k"
+EMBEDDED_TRAIN_PAIRS = 3000
 WMT16_HUB = "wmt/wmt16"
 IWSLT2017_HUB = "IWSLT/iwslt2017"
 HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -47,8 +50,7 @@ DEFAULT_INSTRUCTION = (
 
 
 def _read_lines(path) -> list[str]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(Path(path)) as f:  # names the file and line of bytes that are not UTF-8
         return [line.rstrip("\n") for line in f]
 
 
@@ -113,6 +115,38 @@ def _translation_rows(
     return out
 
 
+def _multi30k_folder(
+    folder: Path, split: str, langs: tuple[str, str], prompt: Callable[[str], str], max_samples, origin: str
+) -> list[dict]:
+    """Samples of ``split`` from a folder of ``{split}.{lang}.gz`` files (the layout of ``DATA.md``)."""
+    paths = [folder / f"{MULTI30K_SPLITS[split]}.{lang}.gz" for lang in langs]
+    for p in paths:
+        if not p.is_file():
+            raise TaskDataError(f"multi30k: missing file {p} ({origin})")
+    src, tgt = (_read_lines(p) for p in paths)
+    return _pairs_to_samples(src, tgt, str(paths[0]), prompt, max_samples)
+
+
+_notified: set[str] = set()
+
+
+def _multi30k_embedded(
+    split: str, langs: tuple[str, str], prompt: Callable[[str], str], max_samples, why: str
+) -> list[dict]:
+    """The sample shipped in the package (``rl4text/tasks/data/multi30k``), with a one-line notice."""
+    if "multi30k" not in _notified:
+        _notified.add("multi30k")
+        root = data_root()
+        local = "RL4TEXT_DATA is not set" if root is None else f"RL4TEXT_DATA={root} has no multi30k/"
+        print(
+            f"multi30k: {local} and {why.rstrip('.')}; using the embedded sample shipped with "
+            f"rl4text (train: first {EMBEDDED_TRAIN_PAIRS:,} of 29,000 pairs; val and test_2016_flickr whole; "
+            f"see {EMBEDDED_MULTI30K / 'README.md'})",
+            file=sys.stderr,
+        )
+    return _multi30k_folder(EMBEDDED_MULTI30K, split, langs, prompt, max_samples, "the embedded sample")
+
+
 @register_task("multi30k")
 def multi30k_task(
     source_lang: str = "de",
@@ -126,39 +160,43 @@ def multi30k_task(
     """Multi30k task 1 (Elliott et al. 2016), de->en or en->de; splits train, val, test (= test_2016_flickr).
 
     Reads ``$RL4TEXT_DATA/multi30k/{split}.{lang}.gz``; without it the Hub dataset ``bentrevett/multi30k``
-    (``path``: a local mirror of it, ``revision``: a Hub revision). ``max_samples`` keeps the first rows of each
-    split.
+    (``path``: a local mirror of it, ``revision``: a Hub revision); when the Hub cannot be reached either, the
+    sample embedded in the package (``rl4text/tasks/data/multi30k``: 3,000 train pairs, val and test whole), with
+    a notice. ``max_samples`` keeps the first rows of each split.
     """
     if {source_lang, target_lang} != {"de", "en"}:
         raise TaskDataError(f"multi30k: languages must be de and en, got {source_lang}->{target_lang}")
     prompt = prompt_formatter(instruction, prefix, **_language_names(source_lang, target_lang))
     root = data_root()
+    langs = (source_lang, target_lang)
 
     def load(split: str):
         def read() -> list[dict]:
             if path is None and root is not None and (root / "multi30k").is_dir():
-                folder = root / "multi30k"
-                paths = [
-                    folder / f"{MULTI30K_SPLITS[split]}.{lang}.gz" for lang in (source_lang, target_lang)
-                ]
-                for p in paths:
-                    if not p.is_file():
-                        raise TaskDataError(f"multi30k: missing file {p} (RL4TEXT_DATA={root})")
-                src, tgt = (_read_lines(p) for p in paths)
-                return _pairs_to_samples(src, tgt, str(paths[0]), prompt, max_samples)
-            rows, where = hub_rows(
-                "multi30k",
-                MULTI30K_HUB,
-                HUB_SPLITS[split],
-                path=path,
-                revision=revision,
-                max_samples=max_samples,
-                offline_hint="offline, set RL4TEXT_DATA to a folder holding multi30k/ (see DATA.md) or pass path= "
-                f"a local mirror of {MULTI30K_HUB}",
-            )
+                return _multi30k_folder(
+                    root / "multi30k", split, langs, prompt, max_samples, f"RL4TEXT_DATA={root}"
+                )
+            if path is None and not hub_reachable(MULTI30K_HUB):
+                return _multi30k_embedded(split, langs, prompt, max_samples, "the Hub cannot be reached")
+            try:
+                rows, where = hub_rows(
+                    "multi30k",
+                    MULTI30K_HUB,
+                    HUB_SPLITS[split],
+                    path=path,
+                    revision=revision,
+                    max_samples=max_samples,
+                    offline_hint="offline, set RL4TEXT_DATA to a folder holding multi30k/ (see DATA.md) or pass "
+                    f"path= a local mirror of {MULTI30K_HUB}",
+                )
+            except TaskDataError as exc:
+                if path is not None:
+                    raise
+                reason = str(exc).split("; ")[0].removeprefix("multi30k: ")
+                return _multi30k_embedded(split, langs, prompt, max_samples, f"the Hub gave none ({reason})")
             src, tgt = [], []
             for i, row in enumerate(rows):
-                for lang in (source_lang, target_lang):
+                for lang in langs:
                     if not isinstance(row.get(lang), str):
                         raise TaskDataError(f"{where} row {i}: missing field {lang!r}; fields: {sorted(row)}")
                 src.append(row[source_lang])
