@@ -419,6 +419,12 @@ def validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.iterations must be >= 0, got {cfg.train.iterations}")
     if not cfg.reward.components:
         raise ConfigError(f"{source}: reward.components is empty; give at least one {{name, weight, args}}")
+    # an algorithm may check keys across sections (GRPO: rollout.batch_size % k) before any work starts
+    from rl4text.registry import ALGORITHMS
+
+    check = getattr(ALGORITHMS.get(cfg.algorithm.name), "check_run_config", None)
+    if check is not None:
+        check(cfg, source)
 
 
 def _validate_sft(cfg: Config, source: str) -> None:
