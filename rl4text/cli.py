@@ -1,4 +1,4 @@
-"""The ``rl4text`` command: ``train``, ``sft``, ``eval``, ``bench``, ``rm``, ``compare``, ``list``, ``quickstart``."""
+"""The ``rl4text`` command: ``train``, ``sft``, ``eval``, ``bench``, ``rm``, ``dpo``, ``compare``, ``list``, ``quickstart``."""
 
 from __future__ import annotations
 
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rl4text.rm.cli import add_rm_parser
 
     add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    from rl4text.dpo.cli import add_dpo_parser
+
+    add_dpo_parser(sub)  # rl4text dpo
     p = sub.add_parser(
         "eval",
         help="decode a split with a config's model or a run's trained model; write eval.json + predictions",

@@ -1,0 +1,269 @@
+"""``rl4text dpo``: direct preference optimisation from preference pairs, top to bottom.
+
+load pairs -> split by group -> reference log-probs (once: the starting model, frozen) -> AdamW steps on the DPO /
+IPO loss -> held-out preference accuracy and reward margins -> checkpoints -> ``model/``.
+
+The reference's summed log-probs of every pair are computed once before the first step, from the model as loaded
+(for a PEFT model: with its adapters disabled), so no second model copy is held during training and a resumed run
+uses the same reference (the starting model is rebuilt from the config and seed before the checkpoint loads).
+The run folder holds ``config.yaml``, ``metrics.jsonl`` (a row every ``log_every`` steps and at every evaluation),
+W&B files (offline without an API key), ``checkpoints/``, ``eval.json`` and ``model/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rl4text.core.dpo import dpo_loss, wilson_interval
+from rl4text.dpo.config import DPOConfig
+from rl4text.dpo.data import Pair, collate_pairs, groups_to_pairs, score_pairs, sequence_logprobs
+from rl4text.models import load_model, load_tokenizer
+from rl4text.text import uses_chat_template
+
+
+def load_pairs(cfg: DPOConfig) -> tuple[list[Pair], list[Pair], dict]:
+    """``(train, held_out, info)``: the judgments split by whole groups, as pairs."""
+    from rl4text.rm.data import load_groups, split_groups
+
+    d = cfg.data
+    groups = load_groups(d.format, d.path, **d.options)
+    train, held = split_groups(groups, d.held_out, d.split_seed)
+    rng = random.Random(d.split_seed)
+    if d.max_train_groups is not None and len(train) > d.max_train_groups:
+        train = rng.sample(train, d.max_train_groups)
+    if d.max_eval_groups is not None and len(held) > d.max_eval_groups:
+        held = rng.sample(held, d.max_eval_groups)
+    train_pairs = groups_to_pairs(train, cfg.dpo.max_pairs_per_group, rng)
+    held_pairs = groups_to_pairs(held, None, rng)
+    if not train_pairs:
+        raise ValueError(
+            f"{d.path or d.format}: no training group carries a preference (all completions tied?)"
+        )
+    info = {"format": d.format, "path": d.path, "train_groups": len(train), "train_pairs": len(train_pairs)}
+    info.update(held_out_groups=len(held), held_out_pairs=len(held_pairs))
+    return train_pairs, held_pairs, info
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The pair order of one epoch, a function of (seed, epoch) only, so a resumed run continues it exactly."""
+    return np.random.default_rng([seed, epoch]).permutation(n).tolist()
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@contextlib.contextmanager
+def as_reference(model: nn.Module):
+    """The model as the frozen reference: a PEFT model with its adapters disabled (the base, no copy)."""
+    disable = getattr(model, "disable_adapter", None)
+    with disable() if callable(disable) else contextlib.nullcontext():
+        yield model
+
+
+def preference_stats(
+    logps: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor], cfg
+) -> dict:
+    """Loss, preference accuracy (95% Wilson interval over pairs) and implicit-reward means of scored pairs."""
+    d = cfg.dpo
+    loss, s = dpo_loss(*logps, *ref, beta=d.beta, loss_type=d.loss, label_smoothing=d.label_smoothing)
+    n = len(s["accuracy"])
+    low, high = wilson_interval(float(s["accuracy"].sum()), n)
+    return {
+        "loss": loss.item(),
+        "preference_accuracy": float(s["accuracy"].mean()),
+        "preference_accuracy_low": low,
+        "preference_accuracy_high": high,
+        "reward_margin": float(s["margins"].mean()),
+        "chosen_reward": float(s["chosen_rewards"].mean()),
+        "rejected_reward": float(s["rejected_rewards"].mean()),
+        "chosen_logp": float(logps[0].mean()),
+        "rejected_logp": float(logps[1].mean()),
+        "n_pairs": n,
+    }
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant (step is 0-based)."""
+    return (step + 1) / warmup if step < warmup else 1.0
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+
+
+def open_run(cfg: DPOConfig, out: Path, resume: bool, overwrite: bool):
+    """The run folder and its logger (metrics.jsonl + W&B/TensorBoard): every piece of run-folder plumbing."""
+    from types import SimpleNamespace
+
+    from rl4text.tracking import make_trackers
+    from rl4text.train import RunLog, prepare_run_dir
+
+    prepare_run_dir(cfg, out, resume, overwrite)  # RunDirError before any work; saves config.yaml
+    data_name = Path(cfg.data.path).stem if cfg.data.path else cfg.data.format
+    view = SimpleNamespace(  # what the trackers read of a run's config (name, group, tags)
+        algorithm=SimpleNamespace(name="dpo"),
+        task=SimpleNamespace(name=data_name),
+        model=cfg.model,
+        train=cfg.train,
+        tracking=cfg.tracking,
+        to_dict=cfg.to_dict,
+    )
+    return RunLog(out, make_trackers(view, out, resume))
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train_dpo(
+    cfg: DPOConfig, output_dir: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> dict:
+    """Run DPO; returns the final held-out statistics (also written to ``eval.json``)."""
+    out = Path(output_dir)
+    log = open_run(cfg, out, resume, overwrite)
+    final = None
+    try:
+        final = _train(cfg, out, resume, log)
+        return final
+    finally:
+        log.finish(final, out)
+
+
+def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
+    from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+    from rl4text.sft import optimizer_groups, save_sft_model
+    from rl4text.train import pick_device, seed_everything
+
+    t, began = cfg.train, time.perf_counter()
+    train_pairs, held_pairs, info = load_pairs(cfg)  # bad data fails before a model loads
+    seed_everything(t.seed)
+    device = pick_device(t.device)
+    tokenizer = load_tokenizer(cfg.model)
+    model, seq2seq = load_model(cfg.model, tokenizer)
+    model.to(device)
+    use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
+    encode = partial(
+        collate_pairs,
+        tokenizer,
+        max_prompt_length=t.max_prompt_length,
+        max_response_length=t.max_response_length,
+        seq2seq=seq2seq,
+        use_chat_template=use_chat,
+    )
+    held_batches = [encode(c) for c in chunks(held_pairs, t.eval_batch_size)]
+    with as_reference(model) as ref_model:
+        ref_train = score_pairs(
+            ref_model, seq2seq, [encode(c) for c in chunks(train_pairs, t.eval_batch_size)], device
+        )
+        ref_held = score_pairs(ref_model, seq2seq, held_batches, device)
+
+    def held_out(step: int) -> dict:
+        if not held_pairs:
+            return {}
+        return preference_stats(score_pairs(model, seq2seq, held_batches, device), ref_held, cfg)
+
+    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay), lr=t.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps))
+    steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
+    total = t.max_steps or t.epochs * steps_per_epoch
+    print(
+        f"dpo: {info['train_pairs']} training pairs ({info['train_groups']} groups), {info['held_out_pairs']} "
+        f"held-out pairs; {total} steps of {t.batch_size} pairs; {'seq2seq' if seq2seq else 'causal'} model",
+        flush=True,
+    )
+
+    at_start = held_out(0)  # before a checkpoint loads: the starting model (= the reference)
+    start, ckpt = 0, latest_checkpoint(out / "checkpoints") if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        start = state["iteration"]
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        log.truncate_after(start)
+        print(f"resumed from {ckpt} at step {start}", flush=True)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            out / "checkpoints",
+            step,
+            model,
+            optimizer,
+            {"scheduler": scheduler.state_dict()},
+            keep=t.keep_checkpoints,
+        )
+
+    if start == 0:
+        log.metrics({"iteration": 0, "step": 0, **{f"eval/{k}": v for k, v in at_start.items()}})
+    window: dict[str, float] = {}
+    for step in range(start + 1, total + 1):
+        epoch, position = divmod(step - 1, steps_per_epoch)
+        index = epoch_order(len(train_pairs), t.seed, epoch)[
+            position * t.batch_size : (position + 1) * t.batch_size
+        ]
+        batch = encode([train_pairs[i] for i in index]).to(device)
+        logp = sequence_logprobs(model, seq2seq, batch)
+        half = logp.shape[0] // 2
+        ref = (ref_train[0][index].to(device), ref_train[1][index].to(device))
+        d = cfg.dpo
+        loss, s = dpo_loss(
+            logp[:half], logp[half:], *ref, beta=d.beta, loss_type=d.loss, label_smoothing=d.label_smoothing
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        for key, value in (
+            ("loss", loss.item()),
+            ("train/preference_accuracy", float(s["accuracy"].mean())),
+            ("train/reward_margin", float(s["margins"].mean())),
+            ("train/chosen_reward", float(s["chosen_rewards"].mean())),
+            ("train/rejected_reward", float(s["rejected_rewards"].mean())),
+            ("grad_norm", float(grad_norm)),
+        ):
+            window[key] = window.get(key, 0.0) + value
+        window["n"] = window.get("n", 0.0) + 1
+        evaluate_now = t.eval_every and step % t.eval_every == 0 and step != total
+        if step % t.log_every == 0 or step == total or evaluate_now:
+            n = window.pop("n")
+            row = {"iteration": step, "step": step, "epoch": step / steps_per_epoch, "lr": lr}
+            row.update({k: v / n for k, v in window.items()})
+            if evaluate_now:
+                row.update({f"eval/{k}": v for k, v in held_out(step).items()})
+            row["time/elapsed_s"] = time.perf_counter() - began
+            log.metrics(row)
+            shown = (
+                f"  held-out acc {row['eval/preference_accuracy']:.3f}"
+                if "eval/preference_accuracy" in row
+                else ""
+            )
+            print(
+                f"step {step:5d}/{total}  loss {row['loss']:.4f}  margin {row['train/reward_margin']:+.3f}{shown}",
+                flush=True,
+            )
+            window = {}
+        if t.save_every and step % t.save_every == 0 and step != total:
+            checkpoint(step)
+
+    final = held_out(total)
+    log.metrics(
+        {"iteration": total, "step": total, "final": True, **{f"eval/{k}": v for k, v in final.items()}}
+    )
+    result = {"iteration": total, "step": total, **final, "at_start": at_start, "data": info}
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if start < total or ckpt is None:
+        checkpoint(total)
+    if t.save_final_model:
+        save_sft_model(model, tokenizer, out / "model")
+    print(f"held-out: {json.dumps(final)}", flush=True)
+    return final
