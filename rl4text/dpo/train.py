@@ -17,6 +17,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from torch import nn
 
 from rl4text.core.dpo import dpo_loss, wilson_interval
 from rl4text.dpo.config import DPOConfig
-from rl4text.dpo.data import Pair, collate_pairs, groups_to_pairs, score_pairs, sequence_logprobs
+from rl4text.dpo.data import Pair, PairBatch, collate_pairs, groups_to_pairs, score_pairs, sequence_logprobs
 from rl4text.models import load_model, load_tokenizer
 from rl4text.text import uses_chat_template
 
@@ -138,53 +140,104 @@ def train_dpo(
         log.finish(final, out)
 
 
-def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
-    from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-    from rl4text.sft import optimizer_groups, save_sft_model
+@dataclass
+class Setup:
+    """What the loop works on, built once: the model, the encoded pairs and the reference's log-probs."""
+
+    model: nn.Module
+    tokenizer: object
+    seq2seq: bool
+    device: torch.device
+    train_pairs: list[Pair]
+    held_batches: list[PairBatch]
+    ref_train: tuple[torch.Tensor, torch.Tensor]
+    """``([N], [N])`` the reference's summed log-probs of the chosen and rejected training responses."""
+    ref_held: tuple[torch.Tensor, torch.Tensor]
+    info: dict
+    encode: Callable[[list[Pair]], PairBatch]
+
+    def held_out(self, cfg: DPOConfig) -> dict:
+        """Preference statistics of the current model on the held-out pairs (``{}`` when none are held out)."""
+        if not self.held_batches:
+            return {}
+        return preference_stats(
+            score_pairs(self.model, self.seq2seq, self.held_batches, self.device), self.ref_held, cfg
+        )
+
+
+def build(cfg: DPOConfig) -> Setup:
+    """Pairs (bad data fails before a model loads), tokenizer, model, and the reference's log-probs of every pair."""
     from rl4text.train import pick_device, seed_everything
 
-    t, began = cfg.train, time.perf_counter()
-    train_pairs, held_pairs, info = load_pairs(cfg)  # bad data fails before a model loads
+    t = cfg.train
+    train_pairs, held_pairs, info = load_pairs(cfg)
     seed_everything(t.seed)
     device = pick_device(t.device)
     tokenizer = load_tokenizer(cfg.model)
     model, seq2seq = load_model(cfg.model, tokenizer)
     model.to(device)
-    use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     encode = partial(
         collate_pairs,
         tokenizer,
         max_prompt_length=t.max_prompt_length,
         max_response_length=t.max_response_length,
         seq2seq=seq2seq,
-        use_chat_template=use_chat,
+        use_chat_template=uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq),
     )
     held_batches = [encode(c) for c in chunks(held_pairs, t.eval_batch_size)]
     with as_reference(model) as ref_model:
-        ref_train = score_pairs(
-            ref_model, seq2seq, [encode(c) for c in chunks(train_pairs, t.eval_batch_size)], device
-        )
+        train_batches = [encode(c) for c in chunks(train_pairs, t.eval_batch_size)]
+        ref_train = score_pairs(ref_model, seq2seq, train_batches, device)
         ref_held = score_pairs(ref_model, seq2seq, held_batches, device)
-
-    def held_out(step: int) -> dict:
-        if not held_pairs:
-            return {}
-        return preference_stats(score_pairs(model, seq2seq, held_batches, device), ref_held, cfg)
-
-    optimizer = torch.optim.AdamW(optimizer_groups(model, t.weight_decay), lr=t.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps))
-    steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
-    total = t.max_steps or t.epochs * steps_per_epoch
-    print(
-        f"dpo: {info['train_pairs']} training pairs ({info['train_groups']} groups), {info['held_out_pairs']} "
-        f"held-out pairs; {total} steps of {t.batch_size} pairs; {'seq2seq' if seq2seq else 'causal'} model",
-        flush=True,
+    return Setup(
+        model, tokenizer, seq2seq, device, train_pairs, held_batches, ref_train, ref_held, info, encode
     )
 
-    at_start = held_out(0)  # before a checkpoint loads: the starting model (= the reference)
+
+def train_step(c: Setup, cfg: DPOConfig, index: list[int], optimizer, scheduler) -> dict[str, float]:
+    """One AdamW step on the pairs ``index``; returns the step's loss and training preference statistics."""
+    batch = c.encode([c.train_pairs[i] for i in index]).to(c.device)
+    logp = sequence_logprobs(c.model, c.seq2seq, batch)
+    half = logp.shape[0] // 2
+    ref = (c.ref_train[0][index].to(c.device), c.ref_train[1][index].to(c.device))
+    d = cfg.dpo
+    loss, s = dpo_loss(
+        logp[:half], logp[half:], *ref, beta=d.beta, loss_type=d.loss, label_smoothing=d.label_smoothing
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(c.model.parameters(), cfg.train.max_grad_norm or float("inf"))
+    optimizer.step()
+    scheduler.step()
+    return {
+        "loss": loss.item(),
+        "train/preference_accuracy": float(s["accuracy"].mean()),
+        "train/reward_margin": float(s["margins"].mean()),
+        "train/chosen_reward": float(s["chosen_rewards"].mean()),
+        "train/rejected_reward": float(s["rejected_rewards"].mean()),
+        "grad_norm": float(grad_norm),
+    }
+
+
+def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
+    from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+    from rl4text.sft import optimizer_groups, save_sft_model
+
+    t, began = cfg.train, time.perf_counter()
+    c = build(cfg)
+    optimizer = torch.optim.AdamW(optimizer_groups(c.model, t.weight_decay), lr=t.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps))
+    steps_per_epoch = math.ceil(len(c.train_pairs) / t.batch_size)
+    total = t.max_steps or t.epochs * steps_per_epoch
+    print(
+        f"dpo: {c.info['train_pairs']} training pairs ({c.info['train_groups']} groups), {c.info['held_out_pairs']} "
+        f"held-out pairs; {total} steps of {t.batch_size} pairs; {'seq2seq' if c.seq2seq else 'causal'} model",
+        flush=True,
+    )
+    at_start = c.held_out(cfg)  # before a checkpoint loads: the starting model (= the reference)
     start, ckpt = 0, latest_checkpoint(out / "checkpoints") if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
+        state = load_checkpoint(ckpt, c.model, optimizer)
         start = state["iteration"]
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -192,78 +245,51 @@ def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
         print(f"resumed from {ckpt} at step {start}", flush=True)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(
-            out / "checkpoints",
-            step,
-            model,
-            optimizer,
-            {"scheduler": scheduler.state_dict()},
-            keep=t.keep_checkpoints,
-        )
+        state = {"scheduler": scheduler.state_dict()}
+        save_checkpoint(out / "checkpoints", step, c.model, optimizer, state, keep=t.keep_checkpoints)
 
     if start == 0:
         log.metrics({"iteration": 0, "step": 0, **{f"eval/{k}": v for k, v in at_start.items()}})
-    window: dict[str, float] = {}
+    window: list[dict[str, float]] = []
     for step in range(start + 1, total + 1):
         epoch, position = divmod(step - 1, steps_per_epoch)
-        index = epoch_order(len(train_pairs), t.seed, epoch)[
+        index = epoch_order(len(c.train_pairs), t.seed, epoch)[
             position * t.batch_size : (position + 1) * t.batch_size
         ]
-        batch = encode([train_pairs[i] for i in index]).to(device)
-        logp = sequence_logprobs(model, seq2seq, batch)
-        half = logp.shape[0] // 2
-        ref = (ref_train[0][index].to(device), ref_train[1][index].to(device))
-        d = cfg.dpo
-        loss, s = dpo_loss(
-            logp[:half], logp[half:], *ref, beta=d.beta, loss_type=d.loss, label_smoothing=d.label_smoothing
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        for key, value in (
-            ("loss", loss.item()),
-            ("train/preference_accuracy", float(s["accuracy"].mean())),
-            ("train/reward_margin", float(s["margins"].mean())),
-            ("train/chosen_reward", float(s["chosen_rewards"].mean())),
-            ("train/rejected_reward", float(s["rejected_rewards"].mean())),
-            ("grad_norm", float(grad_norm)),
-        ):
-            window[key] = window.get(key, 0.0) + value
-        window["n"] = window.get("n", 0.0) + 1
+        window.append(train_step(c, cfg, index, optimizer, scheduler))
         evaluate_now = t.eval_every and step % t.eval_every == 0 and step != total
         if step % t.log_every == 0 or step == total or evaluate_now:
-            n = window.pop("n")
             row = {"iteration": step, "step": step, "epoch": step / steps_per_epoch, "lr": lr}
-            row.update({k: v / n for k, v in window.items()})
+            row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
             if evaluate_now:
-                row.update({f"eval/{k}": v for k, v in held_out(step).items()})
+                row.update({f"eval/{k}": v for k, v in c.held_out(cfg).items()})
             row["time/elapsed_s"] = time.perf_counter() - began
             log.metrics(row)
-            shown = (
-                f"  held-out acc {row['eval/preference_accuracy']:.3f}"
-                if "eval/preference_accuracy" in row
-                else ""
-            )
-            print(
-                f"step {step:5d}/{total}  loss {row['loss']:.4f}  margin {row['train/reward_margin']:+.3f}{shown}",
-                flush=True,
-            )
-            window = {}
+            print_row(row, total)
+            window = []
         if t.save_every and step % t.save_every == 0 and step != total:
             checkpoint(step)
 
-    final = held_out(total)
+    final = c.held_out(cfg)
     log.metrics(
         {"iteration": total, "step": total, "final": True, **{f"eval/{k}": v for k, v in final.items()}}
     )
-    result = {"iteration": total, "step": total, **final, "at_start": at_start, "data": info}
+    result = {"iteration": total, "step": total, **final, "at_start": at_start, "data": c.info}
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     if start < total or ckpt is None:
         checkpoint(total)
     if t.save_final_model:
-        save_sft_model(model, tokenizer, out / "model")
+        save_sft_model(c.model, c.tokenizer, out / "model")
     print(f"held-out: {json.dumps(final)}", flush=True)
     return final
+
+
+def print_row(row: dict, total: int) -> None:
+    held = (
+        f"  held-out acc {row['eval/preference_accuracy']:.3f}" if "eval/preference_accuracy" in row else ""
+    )
+    print(
+        f"step {row['step']:5d}/{total}  loss {row['loss']:.4f}  margin {row['train/reward_margin']:+.3f}{held}",
+        flush=True,
+    )
