@@ -184,7 +184,7 @@ def _test_done(path: Path, bench: Bench) -> bool:
 
 
 def evaluate_start(bench: Bench, extra: list[str]) -> None:
-    from rl4text.evaluate import evaluate_model, write_evaluation
+    from rl4text.commands.eval import evaluate_model, write_evaluation
 
     out = bench.output_dir / "start"
     if _test_done(out, bench):
@@ -200,7 +200,7 @@ def evaluate_start(bench: Bench, extra: list[str]) -> None:
 def run_pair(bench: Bench, label: str, seed: int, extra: list[str]) -> None:
     """Train (or resume) one pair, then evaluate its trained model on the test split; skips finished work."""
     from rl4text.checkpoint import latest_checkpoint
-    from rl4text.evaluate import evaluate_model, run_model_config, write_evaluation
+    from rl4text.commands.eval import evaluate_model, run_model_config, write_evaluation
     from rl4text.train import train
 
     run = bench.run_dir(label, seed)

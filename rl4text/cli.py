@@ -46,7 +46,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
     cfg = _load_with_seed(args)
     check_sft_config(cfg, args.config)
     out = Path(args.output_dir) if args.output_dir else _default_output_dir(args.config)
-    final = sft(cfg, out, overwrite=args.overwrite)
+    if args.resume and not args.output_dir:
+        raise SystemExit("rl4text sft: --resume needs --output-dir (the run folder to continue)")
+    final = sft(cfg, out, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(final, indent=2))
     print(f"run folder: {out} (model: {out / 'model'})")
     return 0
@@ -83,53 +85,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from rl4text.config import load_config
-    from rl4text.evaluate import evaluate_model, run_model_config, write_evaluation
-    from rl4text.train import check_config_runs
-
-    target = Path(args.target)
-    if target.is_dir():  # a run folder: its saved config and its trained model/
-        config_path = target / "config.yaml"
-        if not config_path.is_file():
-            raise SystemExit(
-                f"rl4text eval: {target} is not a run folder (no config.yaml) and not a YAML config"
-            )
-        cfg = load_config(config_path, args.overrides)
-        try:
-            model_cfg = run_model_config(cfg, target)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"rl4text eval: error: {exc}") from exc
-        out = Path(args.output_dir) if args.output_dir else target / f"eval-{args.split}"
-    else:
-        config_path = target
-        cfg = load_config(config_path, args.overrides)
-        model_cfg = None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path(args.output_dir or Path("runs") / f"eval-{target.stem}-{args.split}-{stamp}")
-    check_config_runs(cfg, str(config_path))
-    if (out / "eval.json").exists() and not args.overwrite:
-        raise SystemExit(f"rl4text eval: {out / 'eval.json'} exists; pass --overwrite or choose --output-dir")
-    scores, rows = evaluate_model(cfg, args.split, args.max_samples, model_cfg)
-    decoding = {
-        "strategy": "beam" if cfg.eval.num_beams > 1 else ("sampling" if cfg.eval.do_sample else "greedy"),
-        "num_beams": cfg.eval.num_beams,
-        "temperature": cfg.eval.temperature if cfg.eval.do_sample else None,
-        "max_new_tokens": cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-    }
-    info = {
-        "model": (model_cfg or cfg.model).name_or_path or "random_init",
-        "task": cfg.task.name,
-        "split": args.split,
-        "n": len(rows),
-        "decoding": decoding,
-    }
-    write_evaluation(out, scores, rows, info)
-    print(json.dumps(scores, indent=2))
-    print(f"wrote {out / 'eval.json'} and {out / 'predictions.jsonl'}")
-    return 0
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from rl4text.bench import BenchError, run_bench
 
@@ -144,12 +99,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rl4text", description="Reinforcement learning for text generators."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a policy from a YAML config")
     p.add_argument("config", help="YAML preset (see configs/)")
     p.add_argument(
@@ -163,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_train, trailing="overrides")
 
+
+def add_sft_parser(sub) -> None:
     p = sub.add_parser(
         "sft", help="supervised warm start: teacher forcing on a task's references (the config's sft section)"
     )
@@ -172,9 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", help="run folder (default: runs/<config>-<time>); the model goes to DIR/model"
     )
     p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_sft, trailing="overrides")
 
+
+def add_small_parsers(sub) -> None:
+    """``list``, ``quickstart`` and ``compare``."""
     p = sub.add_parser("list", help="list registered algorithms, rewards, metrics and tasks")
     p.set_defaults(func=cmd_list)
 
@@ -201,27 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare, trailing="run_dirs")
 
-    from rl4text.rm.cli import add_rm_parser
 
-    add_rm_parser(sub)  # rl4text rm train | score | calibrate
-    from rl4text.dpo.cli import add_dpo_parser
-
-    add_dpo_parser(sub)  # rl4text dpo
-    p = sub.add_parser(
-        "eval",
-        help="decode a split with a config's model or a run's trained model; write eval.json + predictions",
-    )
-    p.add_argument(
-        "target", metavar="CONFIG_OR_RUN_DIR", help="a YAML config, or a run folder (uses its model/)"
-    )
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.num_beams=4 eval.do_sample=true")
-    p.add_argument("--split", default="test", help="task split to decode (default: test)")
-    p.add_argument("--max-samples", type=int, help="decode at most N samples (default: the whole split)")
-    p.add_argument(
-        "--output-dir", help="where eval.json and predictions.jsonl go (default: RUN_DIR/eval-SPLIT)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing eval.json there")
-    p.set_defaults(func=cmd_eval, trailing="overrides")
+def add_bench_parser(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="run every (algorithm, seed) of a benchmark, evaluate on test, write results.md/json and plots",
@@ -239,14 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="run nothing; write results of the pairs finished so far"
     )
     p.set_defaults(func=cmd_bench, trailing="overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rl4text.commands.eval import add_eval_parser
+    from rl4text.rm.cli import add_rm_parser
+
+    parser = argparse.ArgumentParser(
+        prog="rl4text", description="Reinforcement learning for text generators."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_sft_parser(sub)
+    add_small_parsers(sub)
+    add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    from rl4text.dpo.cli import add_dpo_parser
+
+    add_dpo_parser(sub)  # rl4text dpo
+    add_eval_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from rl4text.config import ConfigError
     from rl4text.registry import RegistryError
+    from rl4text.runtime import RunError
     from rl4text.tasks import TaskDataError
-    from rl4text.train import RunDirError
 
     parser = build_parser()
     # overrides may follow options (`train C --output-dir D key=value`), which argparse leaves unparsed
@@ -260,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, dest, [*getattr(args, dest), *extra])
     try:
         return args.func(args)
-    except (ConfigError, RegistryError, TaskDataError, RunDirError) as exc:
+    except (ConfigError, RegistryError, TaskDataError, RunError) as exc:
         print(f"rl4text {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -162,10 +162,10 @@ def _unwrap_wandb_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_wandb_run(path: Path, name: str | None = None) -> Run:
     try:
-        from rl4text.tracking import read_wandb_run
+        from rl4text.wandb_offline import read_wandb_run
     except ImportError as exc:
         raise CompareError(
-            f"{path} is a W&B run; reading W&B runs needs rl4text.tracking.read_wandb_run, "
+            f"{path} is a W&B run; reading W&B runs needs rl4text.wandb_offline.read_wandb_run, "
             f"which could not be imported ({exc})"
         ) from exc
     data = read_wandb_run(path)

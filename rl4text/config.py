@@ -123,6 +123,16 @@ class TrainConfig:
     save_final_model: bool = True
     """Write the trained policy as a Hugging Face folder ``model/`` (usable as ``model.name_or_path``)."""
 
+    def __post_init__(self):
+        if self.keep_checkpoints < 1:
+            raise ValueError(
+                f"keep_checkpoints must be >= 1 (a resume needs a checkpoint to continue from), got {self.keep_checkpoints}"
+            )
+        if self.save_every < 0:
+            raise ValueError(
+                f"save_every must be >= 0 (0: checkpoint only at the end), got {self.save_every}"
+            )
+
 
 @dataclass
 class EvalConfig:
@@ -236,6 +246,8 @@ class SFTConfig:
     """Write a ``metrics.jsonl`` row and print a progress line every N steps."""
     eval_every: int = 0
     """Evaluate on ``task.eval_split`` every N steps (0: only at the end)."""
+    save_every: int = 0
+    """Checkpoint every N optimiser steps for ``--resume`` (0: never; ``train.keep_checkpoints`` are kept)."""
     test_split: str | None = None
     """Also decode this whole split after training (e.g. ``test``); scores go to ``eval_<split>.json``."""
     tokenizer_training: TokenizerTrainingConfig | None = None

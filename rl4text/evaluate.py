@@ -1,17 +1,59 @@
-"""Evaluation: decode the eval split, score the reward and the metric suite."""
+"""Evaluation: decode samples (greedy, sampling or beam search), score the reward and the metric suite.
+
+Depends on the rollout (generation), text and metrics only; building models from a config and the ``rl4text
+eval`` command live in :mod:`rl4text.commands.eval`. :class:`Decoding` is the one place decoding settings are
+read from a config (``eval`` and ``rollout`` sections), for training, SFT and ``rl4text eval`` alike.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 from rl4text.metrics import build_metrics
 from rl4text.rollout import encode_samples, generate
-from rl4text.text import decode_responses, uses_chat_template
+from rl4text.text import decode_responses
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How evaluation decodes: batch size, limits, and greedy / sampling / beam search."""
+
+    batch_size: int = 32
+    """Prompts per generation batch."""
+    max_new_tokens: int = 32
+    """Generation limit."""
+    max_prompt_length: int = 128
+    """Prompts are cut to this many tokens (as in training)."""
+    do_sample: bool = False
+    """Sample at ``temperature`` instead of greedy decoding."""
+    temperature: float = 1.0
+    """Sampling temperature (only with ``do_sample``)."""
+    num_beams: int = 1
+    """Beam search with this many beams when > 1."""
+
+    @classmethod
+    def from_config(cls, cfg) -> Decoding:
+        """The decoding of a run config: its ``eval`` section, limits defaulting to the ``rollout`` ones."""
+        e = cfg.eval
+        return cls(
+            batch_size=e.batch_size,
+            max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+            max_prompt_length=cfg.rollout.max_prompt_length,
+            do_sample=e.do_sample,
+            temperature=e.temperature,
+            num_beams=e.num_beams,
+        )
+
+    def describe(self) -> dict:
+        """For ``eval.json``: strategy, beams, temperature (when sampling) and the generation limit."""
+        return {
+            "strategy": "beam" if self.num_beams > 1 else ("sampling" if self.do_sample else "greedy"),
+            "num_beams": self.num_beams,
+            "temperature": self.temperature if self.do_sample else None,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
 
 @torch.no_grad()
@@ -20,30 +62,33 @@ def generate_texts(
     seq2seq: bool,
     tokenizer,
     samples: list[dict],
-    batch_size: int,
-    max_new_tokens: int,
-    max_prompt_length: int,
+    *,
+    decoding: Decoding,
     use_chat_template: bool,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    num_beams: int = 1,
 ) -> tuple[list[str], list[list[int]], list[bool]]:
     """Completions, their token ids (EOS included) and whether each ended on EOS, in batches.
 
     Greedy or sampling use rl4text's KV-cached loop (the rollout's); ``num_beams > 1`` uses Hugging Face beam search.
     """
-    if num_beams > 1 and do_sample:
+    d = decoding
+    if d.num_beams > 1 and d.do_sample:
         raise ValueError(
             "eval.num_beams > 1 is beam search: set eval.do_sample=false (or num_beams=1 to sample)"
         )
     device = next(policy_model.parameters()).device
     texts, token_ids, eos = [], [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        ids, mask = encode_samples(tokenizer, chunk, max_prompt_length, seq2seq, use_chat_template)
-        if num_beams > 1:
+    for start in range(0, len(samples), d.batch_size):
+        chunk = samples[start : start + d.batch_size]
+        ids, mask = encode_samples(tokenizer, chunk, d.max_prompt_length, seq2seq, use_chat_template)
+        if d.num_beams > 1:
             resp, resp_mask = beam_search(
-                policy_model, seq2seq, ids.to(device), mask.to(device), max_new_tokens, tokenizer, num_beams
+                policy_model,
+                seq2seq,
+                ids.to(device),
+                mask.to(device),
+                d.max_new_tokens,
+                tokenizer,
+                d.num_beams,
             )
         else:
             resp, resp_mask = generate(
@@ -51,11 +96,11 @@ def generate_texts(
                 seq2seq,
                 ids.to(device),
                 mask.to(device),
-                max_new_tokens,
-                tokenizer.eos_token_id,
-                tokenizer.pad_token_id,
-                do_sample=do_sample,
-                temperature=temperature,
+                max_new_tokens=d.max_new_tokens,
+                eos_id=tokenizer.eos_token_id,
+                pad_id=tokenizer.pad_token_id,
+                do_sample=d.do_sample,
+                temperature=d.temperature,
             )
         resp, resp_mask = resp.cpu(), resp_mask.cpu()
         texts += decode_responses(tokenizer, resp, resp_mask)
@@ -107,28 +152,13 @@ def evaluate(
     reward_fn,
     metrics: list[str] | dict[str, object],
     *,
-    batch_size: int,
-    max_new_tokens: int,
-    max_prompt_length: int,
+    decoding: Decoding,
     use_chat_template: bool,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    num_beams: int = 1,
 ) -> tuple[dict[str, float], list[dict]]:
     """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
     ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``. ``metrics``: names, or built metrics."""
     texts, token_ids, eos = generate_texts(
-        policy_model,
-        seq2seq,
-        tokenizer,
-        samples,
-        batch_size,
-        max_new_tokens,
-        max_prompt_length,
-        use_chat_template,
-        do_sample,
-        temperature,
-        num_beams,
+        policy_model, seq2seq, tokenizer, samples, decoding=decoding, use_chat_template=use_chat_template
     )
     prompts = [s["prompt"] for s in samples]
     refs = [s["references"] for s in samples]
@@ -156,70 +186,3 @@ def evaluate(
         for i, (p, c, r, t) in enumerate(zip(prompts, texts, refs, total))
     ]
     return scores, rows
-
-
-# ------------------------------------------------------------------------------------------ rl4text eval
-
-
-def run_model_config(cfg, run_dir):
-    """The model section that loads a finished run's ``model/`` folder (weights and tokenizer saved there)."""
-    folder = Path(run_dir) / "model"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: no trained model in {folder} (the run is unfinished or ran with "
-            "train.save_final_model=false); evaluate its config instead to score the starting model"
-        )
-    return dataclasses.replace(
-        cfg.model, name_or_path=str(folder), gguf_file=None, random_init=None, tokenizer=None
-    )
-
-
-def evaluate_model(
-    cfg, split: str, max_samples: int | None = None, model_cfg=None
-) -> tuple[dict, list[dict]]:
-    """Decode ``split`` of ``cfg``'s task with ``cfg.eval``'s decoding and score the reward and the metric suite.
-
-    ``model_cfg`` replaces ``cfg.model`` (e.g. a run's trained ``model/`` folder). Returns ``(scores, rows)``.
-    """
-    from rl4text.models import load_model, load_tokenizer
-    from rl4text.registry import TASKS
-    from rl4text.rewards import build_reward
-    from rl4text.train import pick_device, seed_everything
-
-    model_cfg = model_cfg or cfg.model
-    seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
-    tokenizer = load_tokenizer(model_cfg)
-    model, seq2seq = load_model(model_cfg, tokenizer)
-    model.to(device)
-    task = TASKS.build(cfg.task.name, **cfg.task.args)
-    samples = task.split(split)[:max_samples]
-    use_chat = uses_chat_template(model_cfg.use_chat_template, tokenizer, seq2seq)
-    return evaluate(
-        model,
-        seq2seq,
-        tokenizer,
-        samples,
-        build_reward(cfg.reward),
-        cfg.eval.metrics or task.metrics,
-        batch_size=cfg.eval.batch_size,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-        max_prompt_length=cfg.rollout.max_prompt_length,
-        use_chat_template=use_chat,
-        do_sample=cfg.eval.do_sample,
-        temperature=cfg.eval.temperature,
-        num_beams=cfg.eval.num_beams,
-    )
-
-
-def write_evaluation(out, scores: dict, rows: list[dict], info: dict) -> None:
-    """``out/eval.json`` (``info`` + metrics) and ``out/predictions.jsonl`` (one row per sample), atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
-        ("eval.json", json.dumps({**info, "metrics": scores}, indent=2) + "\n"),
-    ):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)

@@ -15,14 +15,33 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+RL_SHOWN = (
+    ("reward", "rollout/reward_mean", "+.4f"),
+    ("kl", "kl/mean", "+.4f"),
+    ("len", "rollout/response_length", ".1f"),
+    ("approx_kl", "policy/approx_kl", ".4f"),
+)
+"""``(label, metrics key, format)`` of the values a summary shows (RL runs; SFT and RM runs pass their own)."""
+
+
 class Progress:
     """``mode``: ``bar`` (tqdm), ``lines`` (one summary line every ``print_every`` iterations), ``none``, or
-    ``auto`` (bar when stderr is a terminal, lines otherwise)."""
+    ``auto`` (bar when stderr is a terminal, lines otherwise). ``shown``: the row values in the summary."""
 
-    def __init__(self, total: int, start: int, mode: str = "auto", print_every: int = 1):
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        mode: str = "auto",
+        print_every: int = 1,
+        *,
+        shown=None,
+        unit: str = "iter",
+    ):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.total, self.start, self.print_every = mode, total, start, print_every
+        self.shown, self.unit = tuple(shown or RL_SHOWN), unit
         self.began = time.perf_counter()
         self.bar = None
         if mode == "bar":
@@ -33,7 +52,7 @@ class Progress:
     def phase(self, name: str, iteration: int) -> None:
         """Show what the loop is doing now (rollout / update / eval / save)."""
         if self.bar is not None:
-            self.bar.set_description(f"iter {iteration}/{self.total} {name}")
+            self.bar.set_description(f"{self.unit} {iteration}/{self.total} {name}")
 
     def eta(self, iteration: int) -> float:
         done = iteration - self.start
@@ -41,21 +60,15 @@ class Progress:
         return per * (self.total - iteration)
 
     def iteration_done(self, iteration: int, row: dict) -> None:
-        shown = [
-            ("reward", "rollout/reward_mean", "+.4f"),
-            ("kl", "kl/mean", "+.4f"),
-            ("len", "rollout/response_length", ".1f"),
-            ("approx_kl", "policy/approx_kl", ".4f"),
-        ]
-        summary = {name: format(row[key], fmt) for name, key, fmt in shown if row.get(key) is not None}
+        summary = {name: format(row[key], fmt) for name, key, fmt in self.shown if row.get(key) is not None}
         if self.bar is not None:
             self.bar.set_postfix(summary, refresh=False)
-            self.bar.update(1)
+            self.bar.update(max(0, iteration - self.bar.n))
         elif self.mode == "lines" and self.print_every and iteration % self.print_every == 0:
             parts = "  ".join(f"{k} {v}" for k, v in summary.items())
+            took = f"{row['time/iteration_s']:.2f}s  " if "time/iteration_s" in row else ""
             print(
-                f"iter {iteration:4d}/{self.total}  {parts}  {row.get('time/iteration_s', 0.0):.2f}s  "
-                f"eta {format_seconds(self.eta(iteration))}",
+                f"{self.unit} {iteration:4d}/{self.total}  {parts}  {took}eta {format_seconds(self.eta(iteration))}",
                 flush=True,
             )
 

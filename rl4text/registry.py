@@ -193,7 +193,7 @@ for _name, _spec in {
     "meteor": "rl4text.rewards.lexical:meteor_reward",
     "bertscore": "rl4text.rewards.bertscore:bertscore_reward",
     "classifier": "rl4text.rewards.learned:classifier_reward",
-    "learned_rm": "rl4text.rewards.learned:learned_rm_reward",
+    "learned_rm": "rl4text.rm.reward:learned_rm_reward",
     "char_fraction": "rl4text.rewards.toy:char_fraction_reward",
     "length": "rl4text.rewards.toy:length_reward",
     "length_ratio": "rl4text.rewards.task:length_ratio_reward",

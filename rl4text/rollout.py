@@ -31,8 +31,10 @@ LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ActionMasker(Protocol):
     """Restricts the action space (NLPO): the same mask during sampling and when the tokens are scored."""
 
-    def processor(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> LogitsProcessor:
-        """A logits processor for one generation batch (tempered logits in, masked logits out)."""
+    def processor(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, temperature: float
+    ) -> LogitsProcessor:
+        """A logits processor for one generation batch sampled at ``temperature`` (tempered logits in, masked out)."""
         ...
 
     def sequence_mask(
@@ -71,6 +73,8 @@ class Rollout:
     """``[B, T]`` reference-model log-probs of the sampled tokens (for the KL penalty, never masked)."""
     action_mask: torch.Tensor | None = None
     """``[B, T, V]`` bool allowed tokens at each step, when an :class:`ActionMasker` restricted sampling."""
+    temperature: float = 1.0
+    """The sampling temperature; ``logprobs`` are of ``softmax(logits / temperature)`` and updates score under it."""
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -153,6 +157,7 @@ def generate(
     seq2seq: bool,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
+    *,
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
@@ -199,6 +204,7 @@ def collect_rollout(
     reference: nn.Module | None,
     tokenizer,
     samples: list[dict],
+    *,
     max_new_tokens: int,
     max_prompt_length: int,
     temperature: float = 1.0,
@@ -222,12 +228,12 @@ def collect_rollout(
         policy.seq2seq,
         prompt_ids,
         prompt_mask,
-        max_new_tokens,
-        tokenizer.eos_token_id,
-        tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
         do_sample=True,
         temperature=temperature,
-        logits_processor=action_masker.processor(prompt_ids, prompt_mask)
+        logits_processor=action_masker.processor(prompt_ids, prompt_mask, temperature)
         if action_masker
         else logits_processor,
     )
@@ -268,4 +274,5 @@ def collect_rollout(
         values=None if scored.values is None else scored.values * mask,
         ref_logprobs=None if ref is None else ref * mask,
         action_mask=action_mask,
+        temperature=temperature,
     )

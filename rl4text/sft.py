@@ -9,7 +9,9 @@ seq2seq decoder inputs (``decoder_start`` + target[:-1]) are shared with trainin
 cross-entropy over target tokens; prompt tokens and padding carry the label ``-100`` and are ignored.
 
 The run folder holds ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, ``eval.json`` and ``model/``, a
-Hugging Face folder (model + tokenizer) usable as ``model.name_or_path`` of ``rl4text train``.
+Hugging Face folder (model + tokenizer) usable as ``model.name_or_path`` of ``rl4text train``; with
+``sft.save_every`` also ``checkpoints/`` for ``--resume``. The run folder, logging (W&B, TensorBoard, progress),
+checkpoints and seeding come from :mod:`rl4text.runtime`, as for RL runs.
 """
 
 from __future__ import annotations
@@ -26,17 +28,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl4text.config import Config, ConfigError, TokenizerTrainingConfig
-from rl4text.evaluate import evaluate
+from rl4text.config import Config, ConfigError, TokenizerTrainingConfig, save_config
+from rl4text.evaluate import Decoding, evaluate
 from rl4text.metrics import build_metrics
 from rl4text.models import disable_dropout, load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import sequence_logits
-from rl4text.progress import format_seconds
 from rl4text.registry import TASKS
 from rl4text.rewards import build_reward
 from rl4text.rollout import encode_samples
+from rl4text.runtime import (
+    Checkpointer,
+    RunFolder,
+    RunInfo,
+    RunLogger,
+    atomic_folder,
+    check_finite_stats,
+    pick_device,
+    seed_everything,
+    write_text_atomic,
+)
 from rl4text.text import uses_chat_template
-from rl4text.train import pick_device, prepare_run_dir, seed_everything
 
 IGNORE_INDEX = -100
 # trained tokenizers: T5-like ids (pad 0, EOS 1, unk 2) plus a BOS
@@ -252,39 +263,94 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-# ---------------------------------------------------------------------------------------------- the loop
+# ---------------------------------------------------------------------------------------------- the run
+
+SFT_SHOWN = (("loss", "loss", ".4f"), ("lr", "lr", ".2e"), ("tok/s", "tokens_per_s", ".0f"))
+"""What a progress line shows for an SFT run."""
 
 
-def sft(cfg: Config, output_dir: str | Path, overwrite: bool = False) -> dict:
-    """Run supervised fine-tuning; returns the final evaluation scores (also written to ``eval.json``)."""
-    check_sft_config(cfg)
+@dataclass
+class SFTRun:
+    """Everything an SFT run is made of (built once by :func:`build_sft`) and its position (checkpointed)."""
+
+    cfg: Config
+    task: object
+    tokenizer: object
+    model: nn.Module
+    seq2seq: bool
+    use_chat: bool
+    device: torch.device
+    examples: list[tuple[dict, str]]
+    targets: list[list[int]]
+    lengths: list[int]
+    eval_samples: list[dict]
+    steps_per_epoch: int
+    total: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    reward_fn: object
+    metrics: dict
+    rng: np.random.Generator
+    step: int = 0
+    epoch: int = 0
+    epoch_rng: dict | None = None
+    """The batch-order generator's state when the current epoch's batches were drawn (to redraw them on resume)."""
+    batches: list[list[int]] | None = None
+    position: int = 0
+    """Batches of the current epoch already trained on."""
+    window: dict = dataclasses.field(default_factory=lambda: new_window())
+
+    def loop_state(self) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_rng": self.epoch_rng,
+            "position": self.position,
+            "window": dict(self.window),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_loop_state(self, state: dict) -> None:
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.window = dict(state["window"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch_rng = state["epoch_rng"]
+        if self.epoch_rng is not None:  # redraw the current epoch's batches exactly as they were drawn
+            self.rng.bit_generator.state = self.epoch_rng
+            self.batches = self.draw_batches()
+
+    def draw_batches(self) -> list[list[int]]:
+        s = self.cfg.sft
+        return batch_order(self.lengths, s.batch_size, self.rng, s.group_by_length)
+
+
+def new_window() -> dict:
+    return {"loss": 0.0, "tokens": 0, "targets": 0, "time": 0.0}
+
+
+def build_sft(cfg: Config) -> SFTRun:
+    """Task, tokenizer and model, examples, optimiser and schedule, reward and metrics (in this order: seeded)."""
     s = cfg.sft
-    out = Path(output_dir)
-    prepare_run_dir(cfg, out, resume=False, overwrite=overwrite)
     device = pick_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     task = TASKS.build(cfg.task.name, **cfg.task.args)
     train_samples = task.split(cfg.task.train_split)
     eval_samples = task.split(cfg.task.eval_split)[: cfg.eval.max_samples]
-
     t_build = time.perf_counter()
     tokenizer, model, seq2seq = build_tokenizer_and_model(cfg, train_samples)
     model.to(device)
-    use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"model: {type(model).__name__}, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
         f"{'seq2seq' if seq2seq else 'causal'} (built in {time.perf_counter() - t_build:.1f}s)",
         flush=True,
     )
-
     examples = make_examples(train_samples, s.references)
     targets = encode_targets(tokenizer, [t for _, t in examples], s.max_target_length)
     prompt_lengths = [
         min(len(r), cfg.rollout.max_prompt_length)
         for r in tokenizer([e[0]["prompt"] for e in examples], add_special_tokens=seq2seq)["input_ids"]
     ]
-    lengths = [p + len(t) for p, t in zip(prompt_lengths, targets)]
     steps_per_epoch = math.ceil(len(examples) / s.batch_size)
     total = s.max_steps or s.epochs * steps_per_epoch
     print(
@@ -292,133 +358,215 @@ def sft(cfg: Config, output_dir: str | Path, overwrite: bool = False) -> dict:
         f"({total / steps_per_epoch:.2f} epochs), batch {s.batch_size}",
         flush=True,
     )
-
     optimizer = torch.optim.AdamW(optimizer_groups(model, s.weight_decay), lr=s.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, s.warmup_steps, s.schedule)
     )
-    reward_fn = build_reward(cfg.reward)
-    metrics = build_metrics(cfg.eval.metrics or task.metrics)
-    rng = np.random.default_rng(cfg.train.seed)
-    metrics_path, samples_path = out / "metrics.jsonl", out / "samples.jsonl"
+    return SFTRun(
+        cfg=cfg,
+        task=task,
+        tokenizer=tokenizer,
+        model=model,
+        seq2seq=seq2seq,
+        use_chat=uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq),
+        device=device,
+        examples=examples,
+        targets=targets,
+        lengths=[p + len(t) for p, t in zip(prompt_lengths, targets)],
+        eval_samples=eval_samples,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        reward_fn=build_reward(cfg.reward),
+        metrics=build_metrics(cfg.eval.metrics or task.metrics),
+        rng=np.random.default_rng(cfg.train.seed),
+    )
 
-    def log(row: dict) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
 
-    def run_eval(step: int, samples: list[dict], log_samples: bool = True) -> dict:
-        model.eval()
-        scores, rows = evaluate(
-            model,
-            seq2seq,
-            tokenizer,
-            samples,
-            reward_fn,
-            metrics,
-            batch_size=cfg.eval.batch_size,
-            max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            max_prompt_length=cfg.rollout.max_prompt_length,
-            use_chat_template=use_chat,
-            do_sample=cfg.eval.do_sample,
-            temperature=cfg.eval.temperature,
-            num_beams=cfg.eval.num_beams,
+def sft(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run supervised fine-tuning; returns the final evaluation scores (also written to ``eval.json``).
+
+    ``sft.save_every`` checkpoints for ``resume``; a resumed run ends as the uninterrupted run would."""
+    check_sft_config(cfg)
+    out = Path(output_dir)
+    folder = RunFolder(
+        out, cfg.to_dict(), resume=resume, overwrite=overwrite, write_config=lambda p: save_config(cfg, p)
+    )
+    folder.check()
+    if resume and (out / "model").is_dir() and (out / "eval.json").is_file():
+        print(f"{out} is a finished SFT run: nothing to resume")
+        return {k: v for k, v in json.loads((out / "eval.json").read_text()).items() if k != "iteration"}
+    run = build_sft(cfg)  # before the folder is touched: a setup error leaves an old run as it was
+    checkpoints = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
+    with folder:
+        log = RunLogger.for_run(
+            out,
+            RunInfo.from_config(cfg, "sft"),
+            resume=resume,
+            total=run.total,
+            progress=cfg.tracking.progress,
+            print_every=1,
+            shown=SFT_SHOWN,
+            unit="step",
+            on_first_row=folder.started,
         )
-        if log_samples:
-            with samples_path.open("a") as f:
-                for r in rows[: cfg.eval.num_logged_samples]:
-                    f.write(json.dumps({"step": step, "iteration": step, **r}) + "\n")
-        return scores
+        final = None
+        try:
+            final = sft_loop(run, log, checkpoints, resume)
+            return final
+        finally:
+            log.finish(final)
 
-    def eval_row(step: int) -> dict:
-        t0 = time.perf_counter()
-        scores = run_eval(step, eval_samples)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in scores.items())
-        print(f"eval step {step}: {shown}  ({time.perf_counter() - t0:.1f}s)", flush=True)
-        return {f"eval/{k}": v for k, v in scores.items()}
 
-    if cfg.eval.at_start:
-        log({"step": 0, "iteration": 0, **eval_row(0)})
-
-    set_dropout(model, s.dropout)
-    step, epoch = 0, 0
-    window = {"loss": 0.0, "tokens": 0, "targets": 0, "time": 0.0}
+def sft_loop(run: SFTRun, log: RunLogger, checkpoints: Checkpointer, resume: bool) -> dict:
+    """Evaluate the start, train ``run.total`` steps (logging, evaluating, checkpointing), then finish."""
+    cfg, s = run.cfg, run.cfg.sft
+    latest = checkpoints.latest() if resume else None
+    if latest is not None:
+        run.load_loop_state(checkpoints.restore(latest, run.model, run.optimizer))
+        log.truncate_after(run.step)
+        print(f"resumed from {latest} at step {run.step}", flush=True)
+    elif resume:  # killed before its first checkpoint: start again, without the rows already logged
+        log.truncate_after(-1)
+    if log.progress is not None:
+        log.progress.start = run.step
+    if run.step == 0 and cfg.eval.at_start:
+        log.metrics({"step": 0, "iteration": 0, **eval_row(run, log, 0)})
+    set_dropout(run.model, s.dropout)
     began = time.perf_counter()
-    while step < total:
-        epoch += 1
-        for idx in batch_order(lengths, s.batch_size, rng, s.group_by_length):
-            if step >= total:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            batch = collate(
-                tokenizer,
-                [examples[i][0] for i in idx],
-                [targets[i] for i in idx],
-                cfg.rollout.max_prompt_length,
-                seq2seq,
-                use_chat,
-            ).to(device)
-            loss, n = sft_loss(model, seq2seq, batch, s.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = None
-            if s.max_grad_norm is not None:
-                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm))
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            window["loss"] += loss.item() * n
-            window["targets"] += n
-            window["tokens"] += batch.num_tokens
-            window["time"] += time.perf_counter() - t0
-            if step % s.log_every == 0 or step == total:
-                row = {
-                    "step": step,
-                    "iteration": step,
-                    "epoch": step / steps_per_epoch,
-                    "loss": window["loss"] / max(window["targets"], 1),
-                    "lr": lr,
-                    "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
-                }
-                if grad_norm is not None:
-                    row["grad_norm"] = grad_norm
-                row["time/elapsed_s"] = time.perf_counter() - began
-                eta = (time.perf_counter() - began) / step * (total - step)
-                print(
-                    f"step {step:5d}/{total}  epoch {row['epoch']:.2f}  loss {row['loss']:.4f}  lr {lr:.2e}  "
-                    f"tok/s {row['tokens_per_s']:.0f}  eta {format_seconds(eta)}",
-                    flush=True,
-                )
-                window = {"loss": 0.0, "tokens": 0, "targets": 0, "time": 0.0}
-                if s.eval_every and step % s.eval_every == 0 and step != total:
-                    row.update(eval_row(step))
-                log(row)
-            elif s.eval_every and step % s.eval_every == 0 and step != total:
-                log({"step": step, "iteration": step, **eval_row(step)})
+    while run.step < run.total:
+        if run.batches is None:  # a new epoch
+            run.epoch += 1
+            run.epoch_rng = run.rng.bit_generator.state
+            run.batches, run.position = run.draw_batches(), 0
+        while run.position < len(run.batches) and run.step < run.total:
+            idx = run.batches[run.position]
+            run.position += 1
+            grad_norm, lr = train_step(run, idx)
+            log_step(run, log, grad_norm, lr, began)
+            if s.save_every and run.step % s.save_every == 0 and run.step != run.total:
+                log.phase("save", run.step)
+                checkpoints.save(run.step, run.model, run.optimizer, run.loop_state())
+        if run.position >= len(run.batches):
+            run.batches = None
+    return finish_sft(run, log, time.perf_counter() - began)
 
-    disable_dropout(model)
-    train_time = time.perf_counter() - began
-    final = run_eval(total, eval_samples)
+
+def train_step(run: SFTRun, idx: list[int]) -> tuple[float | None, float]:
+    """One optimiser step on the examples ``idx``; returns ``(grad norm before clipping or None, lr used)``."""
+    s = run.cfg.sft
+    t0 = time.perf_counter()
+    run.model.train()
+    batch = collate(
+        run.tokenizer,
+        [run.examples[i][0] for i in idx],
+        [run.targets[i] for i in idx],
+        run.cfg.rollout.max_prompt_length,
+        run.seq2seq,
+        run.use_chat,
+    ).to(run.device)
+    loss, n = sft_loss(run.model, run.seq2seq, batch, s.label_smoothing)
+    check_finite_stats({"loss": loss.item()}, ["loss"], where=f"step {run.step + 1}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None
+    if s.max_grad_norm is not None:
+        grad_norm = float(nn.utils.clip_grad_norm_(run.model.parameters(), s.max_grad_norm))
+        check_finite_stats({"grad_norm": grad_norm}, ["grad_norm"], where=f"step {run.step + 1}")
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    w = run.window
+    w["loss"] += loss.item() * n
+    w["targets"] += n
+    w["tokens"] += batch.num_tokens
+    w["time"] += time.perf_counter() - t0
+    return grad_norm, lr
+
+
+def log_step(run: SFTRun, log: RunLogger, grad_norm: float | None, lr: float, began: float) -> None:
+    """Every ``log_every`` steps (and at the last): a row with the window's mean loss; evaluations when due."""
+    s, step, total = run.cfg.sft, run.step, run.total
+    eval_due = s.eval_every and step % s.eval_every == 0 and step != total
+    if step % s.log_every == 0 or step == total:
+        w = run.window
+        row = {
+            "step": step,
+            "iteration": step,
+            "epoch": step / run.steps_per_epoch,
+            "loss": w["loss"] / max(w["targets"], 1),
+            "lr": lr,
+            "tokens_per_s": w["tokens"] / max(w["time"], 1e-9),
+        }
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
+        row["time/elapsed_s"] = time.perf_counter() - began
+        run.window = new_window()
+        if eval_due:
+            row.update(eval_row(run, log, step))
+        log.metrics(row)
+        log.step_done(step, row)
+    elif eval_due:
+        log.metrics({"step": step, "iteration": step, **eval_row(run, log, step)})
+
+
+def run_eval(run: SFTRun, log: RunLogger | None, step: int, samples: list[dict]) -> dict:
+    """Decode ``samples`` and score them; with a ``log``, the first rows go to ``samples.jsonl``."""
+    run.model.eval()
+    scores, rows = evaluate(
+        run.model,
+        run.seq2seq,
+        run.tokenizer,
+        samples,
+        run.reward_fn,
+        run.metrics,
+        decoding=Decoding.from_config(run.cfg),
+        use_chat_template=run.use_chat,
+    )
+    if log is not None:
+        log.samples([{"step": step, "iteration": step, **r} for r in rows[: run.cfg.eval.num_logged_samples]])
+    return scores
+
+
+def eval_row(run: SFTRun, log: RunLogger, step: int) -> dict:
+    log.phase("eval", step)
+    t0 = time.perf_counter()
+    scores = run_eval(run, log, step, run.eval_samples)
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in scores.items())
+    print(f"eval step {step}: {shown}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return {f"eval/{k}": v for k, v in scores.items()}
+
+
+def finish_sft(run: SFTRun, log: RunLogger, train_time: float) -> dict:
+    """Final evaluation, ``eval.json`` (and ``eval_<test_split>.json``), then ``model/`` (last, atomically)."""
+    cfg, s, out, total = run.cfg, run.cfg.sft, log.folder, run.total
+    disable_dropout(run.model)
+    log.phase("eval", total)
+    final = run_eval(run, log, total, run.eval_samples)
     print(f"final eval ({cfg.task.eval_split}): {json.dumps(final)}", flush=True)
     evals = {f"eval/{k}": v for k, v in final.items()}
-    log({"step": total, "iteration": total, "final": True, **evals, "time/train_s": train_time})
+    log.metrics({"step": total, "iteration": total, "final": True, **evals, "time/train_s": train_time})
     # the layout of rl4text train's eval.json, so `rl4text compare` reads SFT runs too
-    (out / "eval.json").write_text(json.dumps({"iteration": total, **final}, indent=2) + "\n")
+    write_text_atomic(out / "eval.json", json.dumps({"iteration": total, **final}, indent=2) + "\n")
     if s.test_split is not None:
-        test = run_eval(total, task.split(s.test_split), log_samples=False)
+        test = run_eval(run, None, total, run.task.split(s.test_split))
         print(f"eval ({s.test_split}): {json.dumps(test)}", flush=True)
-        (out / f"eval_{s.test_split}.json").write_text(
-            json.dumps({"step": total, "split": s.test_split, **test}, indent=2) + "\n"
+        write_text_atomic(
+            out / f"eval_{s.test_split}.json",
+            json.dumps({"step": total, "split": s.test_split, **test}, indent=2) + "\n",
         )
-    save_sft_model(model, tokenizer, out / "model")
+    log.phase("save", total)
+    save_sft_model(run.model, run.tokenizer, out / "model")
     return final
 
 
 def save_sft_model(model: nn.Module, tokenizer, folder: Path) -> None:
-    """A Hugging Face folder (model + tokenizer) that ``model.name_or_path`` can name."""
-    save_pretrained_model(model, folder)
-    tokenizer.save_pretrained(folder)
+    """A Hugging Face folder (model + tokenizer) that ``model.name_or_path`` can name, written atomically."""
+    with atomic_folder(folder) as tmp:
+        save_pretrained_model(model, tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def check_sft_config(cfg: Config, source: str = "<config>") -> None:

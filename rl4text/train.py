@@ -1,54 +1,58 @@
 """The training recipe, top to bottom: sample -> rollout -> reward -> advantages -> update -> log -> eval -> save.
 
-Models, optimiser and data are built in one place (:func:`build`), which is where a distributed wrapper
-(Accelerate's ``prepare``) would go.
+:func:`train` opens the run folder, builds everything (:func:`build`: models, optimiser and data in one place,
+which is where a distributed wrapper such as Accelerate's ``prepare`` would go) and runs :func:`run_loop`.
+Each iteration is :func:`rollout_and_reward`, then the algorithm's ``prepare`` (advantages) and ``update``,
+then :func:`log_iteration`, evaluation and checkpointing; features that act between iterations plug into the
+``callbacks`` hook (:mod:`rl4text.runtime.callbacks`) rather than into the loop.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from rl4text.config import Config, ConfigError, save_config
 from rl4text.core import make_kl_controller, masked_mean
 from rl4text.core.shaping import kl_penalized_rewards
-from rl4text.evaluate import evaluate
+from rl4text.evaluate import Decoding, evaluate
 from rl4text.metrics import build_metrics
 from rl4text.models import load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import ActorCritic, frozen_copy
-from rl4text.progress import Progress
 from rl4text.registry import ALGORITHMS, TASKS
-from rl4text.rewards import ComposedReward, RewardScaler, build_reward
+from rl4text.rewards import ComposedReward, RewardOutput, RewardScaler, build_reward
 from rl4text.rollout import Rollout, collect_rollout
+from rl4text.runtime import (
+    Callback,
+    Checkpointer,
+    IterationEnd,
+    RunDirError,
+    RunFolder,
+    RunInfo,
+    RunLogger,
+    atomic_folder,
+    check_finite_module,
+    check_finite_stats,
+    check_finite_values,
+    pick_device,
+    read_jsonl,
+    run_callbacks,
+    seed_everything,
+    write_text_atomic,
+)
 from rl4text.text import uses_chat_template
-from rl4text.tracking import make_trackers
 
 TIME_PREFIX = "time/"  # wall-clock keys: excluded when comparing runs for determinism
+RESUMABLE = ("train.iterations",)
+"""Config keys a ``--resume`` may change."""
 
-
-class RunDirError(RuntimeError):
-    pass
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+__all__ = ["Components", "PromptSampler", "RunDirError", "build", "check_config_runs", "train"]
 
 
 class PromptSampler:
@@ -102,7 +106,9 @@ class Components:
 
 
 def build(cfg: Config) -> Components:
-    """Build tokenizer, policy (+ value head), reference, optimiser, algorithm, task and reward from ``cfg``."""
+    """Build tokenizer, policy (+ value head), reference, optimiser, algorithm, task and reward from ``cfg``.
+
+    The one place models, optimiser and data are made (the seam for Accelerate's ``prepare`` and PEFT)."""
     device = pick_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
@@ -117,7 +123,6 @@ def build(cfg: Config) -> Components:
         weight_decay=cfg.train.weight_decay,
     )
     algorithm = ALGORITHMS.get(cfg.algorithm.name)(algo_cfg, policy, optimizer)
-    algorithm.temperature = cfg.rollout.temperature
     task = TASKS.build(cfg.task.name, **cfg.task.args)
     use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     scaler = RewardScaler(cfg.reward.normalize, cfg.reward.normalize_center, cfg.reward.clip)
@@ -153,255 +158,307 @@ def pad_token_rewards(token: list[list[float]], mask: torch.Tensor) -> torch.Ten
     return out
 
 
-# ---------------------------------------------------------------------------------------------- run folder
+# ---------------------------------------------------------------------------------------------- run state
 
 
-class RunLog:
-    """Append-only JSON-lines logs in the run folder, mirrored to the configured trackers (W&B, TensorBoard)."""
+@dataclass
+class Scored:
+    """A rollout with its rewards. ``B`` episodes, ``T`` response tokens."""
 
-    def __init__(self, out: Path, trackers: list | None = None):
-        self.metrics_path, self.samples_path = out / "metrics.jsonl", out / "samples.jsonl"
-        self.trackers = trackers or []
-
-    def metrics(self, row: dict) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        for tracker in self.trackers:
-            tracker.log(row, row["iteration"])
-
-    def samples(self, rows: list[dict]) -> None:
-        with self.samples_path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        if rows:
-            for tracker in self.trackers:
-                tracker.log_samples(rows, rows[0]["iteration"])
-
-    def finish(self, final: dict | None, out: Path) -> None:
-        """Close the trackers; ``final`` is None when the run failed."""
-        for tracker in self.trackers:
-            tracker.finish(final, out)
-
-    def truncate_after(self, iteration: int) -> None:
-        """On resume: drop rows logged after the checkpoint, keeping the originals as ``*.before-resume``."""
-        for path in (self.metrics_path, self.samples_path):
-            if not path.is_file():
-                continue
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            keep = [r for r in rows if r.get("iteration", 0) <= iteration]
-            if len(keep) != len(rows):
-                shutil.copyfile(path, path.with_suffix(path.suffix + ".before-resume"))
-                path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    rollout: Rollout
+    rewards: RewardOutput
+    """The task reward (``total``, per component ``parts``), before scaling and the KL penalty."""
+    train_rewards: torch.Tensor
+    """``[B]`` the scaled sequence reward the update trains on."""
+    token_rewards: torch.Tensor
+    """``[B, T]`` per-token rewards: the sequence reward on the last token, token-level rewards, KL penalty."""
+    kl: torch.Tensor
+    """``[B, T]`` the per-token KL estimate to the reference."""
+    rollout_done: float
+    """``time.perf_counter()`` when generation ended (for ``time/rollout_s``)."""
 
 
-def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
-    """Create the run folder; never clobber a previous run unless asked."""
-    saved = out / "config.yaml"
-    if resume:
-        if not saved.is_file():
-            raise RunDirError(f"--resume: {out} holds no run (no config.yaml); start it without --resume")
-        old = yaml.safe_load(saved.read_text())
-        new = cfg.to_dict()
-        old["train"].pop("iterations", None)
-        diff = [k for k in new if k != "train" and new[k] != old.get(k)]
-        diff += [
-            f"train.{k}" for k, v in new["train"].items() if k != "iterations" and old["train"].get(k) != v
-        ]
-        if diff:
-            raise RunDirError(
-                f"--resume: the config differs from the one saved in {saved} at {', '.join(diff)}; "
-                "only train.iterations may change when resuming"
-            )
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another --output-dir"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, saved)
+@dataclass
+class Loop:
+    """What the loop carries from iteration to iteration (the parts beyond the models are checkpointed)."""
+
+    cfg: Config
+    c: Components
+    out: Path
+    log: RunLogger
+    checkpoints: Checkpointer
+    sampler: PromptSampler
+    kl_ctl: object
+    eval_samples: list[dict]
+    metrics: dict
+    decoding: Decoding
+    start: int = 0
+
+    def loop_state(self) -> dict:
+        return {
+            "sampler": self.sampler.state_dict(),
+            "reward_scaler": self.c.reward_scaler.state_dict(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "algorithm": self.c.algorithm.state_dict(),
+        }
+
+    def restore(self, path: Path) -> None:
+        """Continue from checkpoint ``path``: models, optimiser, RNG and loop state; logs cut back to it."""
+        state = self.checkpoints.restore(path, self.c.policy, self.c.optimizer)
+        self.start = state["iteration"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.c.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.c.algorithm.load_state_dict(state["algorithm"])
+        self.log.truncate_after(self.start)
+        print(f"resumed from {path} at iteration {self.start}")
+
+    def save(self, iteration: int) -> None:
+        self.log.phase("save", iteration)
+        self.checkpoints.save(iteration, self.c.policy, self.c.optimizer, self.loop_state())
+
+
+def make_loop(cfg: Config, c: Components, out: Path, log: RunLogger, checkpoints: Checkpointer) -> Loop:
+    algo_cfg = cfg.algorithm.params
+    k = c.algorithm.samples_per_prompt
+    return Loop(
+        cfg=cfg,
+        c=c,
+        out=out,
+        log=log,
+        checkpoints=checkpoints,
+        sampler=PromptSampler(
+            c.task.split(cfg.task.train_split), cfg.rollout.batch_size // k, cfg.train.seed
+        ),
+        kl_ctl=make_kl_controller(algo_cfg.kl_coef, algo_cfg.kl_target, algo_cfg.kl_horizon),
+        eval_samples=c.task.split(cfg.task.eval_split)[: cfg.eval.max_samples],
+        metrics=build_metrics(cfg.eval.metrics or c.task.metrics),  # once: model-based metrics load encoders
+        decoding=Decoding.from_config(cfg),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def train(cfg: Config, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run training; returns the final evaluation scores (also written to ``eval.json``)."""
+def train(
+    cfg: Config,
+    output_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    *,
+    callbacks: Sequence[Callback] = (),
+) -> dict:
+    """Run training; returns the final evaluation scores (also written to ``eval.json``).
+
+    ``callbacks`` are called after every iteration with an :class:`~rl4text.runtime.IterationEnd`; one that
+    returns ``False`` ends the run early (final evaluation, checkpoint and model as usual)."""
+    check_config_runs(cfg)
     out = Path(output_dir)
-    prepare_run_dir(cfg, out, resume, overwrite)
-    log = RunLog(out, make_trackers(cfg, out, resume))
-    final = None
-    try:
-        final = _train(cfg, out, resume, log)
-        return final
-    finally:
-        log.finish(final, out)
-
-
-def _train(cfg: Config, out: Path, resume: bool, log: RunLog) -> dict:
-    c = build(cfg)
-    algo_cfg = cfg.algorithm.params
-    kl_ctl = make_kl_controller(algo_cfg.kl_coef, algo_cfg.kl_target, algo_cfg.kl_horizon)
-    train_samples = c.task.split(cfg.task.train_split)
-    eval_samples = c.task.split(cfg.task.eval_split)[: cfg.eval.max_samples]
-    metrics = build_metrics(cfg.eval.metrics or c.task.metrics)  # once: model-based metrics load encoders
-    k = c.algorithm.samples_per_prompt
-    if cfg.rollout.batch_size % k:
-        raise ConfigError(
-            f"rollout.batch_size={cfg.rollout.batch_size} must be a multiple of the {cfg.algorithm.name} "
-            f"algorithm's samples per prompt ({k})"
-        )
-    sampler = PromptSampler(train_samples, cfg.rollout.batch_size // k, cfg.train.seed)
-
-    start = 0
-    ckpt = latest_checkpoint(out / "checkpoints") if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, c.policy, c.optimizer)
-        start = state["iteration"]
-        sampler.load_state_dict(state["sampler"])
-        kl_ctl.load_state_dict(state["kl_controller"])
-        c.reward_scaler.load_state_dict(state["reward_scaler"])
-        c.algorithm.load_state_dict(state["algorithm"])
-        set_rng_state(state["rng"])
-        log.truncate_after(start)
-        print(f"resumed from {ckpt} at iteration {start}")
-
-    def run_eval(iteration: int) -> dict:
-        scores, rows = evaluate(
-            c.policy.model,
-            c.policy.seq2seq,
-            c.tokenizer,
-            eval_samples,
-            c.reward_fn,
-            metrics,
-            batch_size=cfg.eval.batch_size,
-            max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            max_prompt_length=cfg.rollout.max_prompt_length,
-            use_chat_template=c.use_chat_template,
-            do_sample=cfg.eval.do_sample,
-            temperature=cfg.eval.temperature,
-            num_beams=cfg.eval.num_beams,
-        )
-        log.samples([{"iteration": iteration, **r} for r in rows[: cfg.eval.num_logged_samples]])
-        return scores
-
-    def checkpoint(iteration: int) -> None:
-        loop_state = {
-            "sampler": sampler.state_dict(),
-            "reward_scaler": c.reward_scaler.state_dict(),
-            "kl_controller": kl_ctl.state_dict(),
-            "algorithm": c.algorithm.state_dict(),
-        }
-        save_checkpoint(
-            out / "checkpoints", iteration, c.policy, c.optimizer, loop_state, keep=cfg.train.keep_checkpoints
-        )
-
-    if start == 0 and cfg.eval.at_start:
-        log.metrics({"iteration": 0, **{f"eval/{k}": v for k, v in run_eval(0).items()}})
-
-    progress = Progress(cfg.train.iterations, start, cfg.tracking.progress, cfg.tracking.print_every)
-    for it in range(start + 1, cfg.train.iterations + 1):
-        progress.phase("rollout", it)
-        t0 = time.perf_counter()
-        # 1. sample prompts, 2. roll out (generate + score policy, values, reference)
-        samples = [s for s in sampler.next() for _ in range(c.algorithm.samples_per_prompt)]
-        rollout = collect_rollout(
-            c.policy,
-            c.reference,
-            c.tokenizer,
-            samples,
-            cfg.rollout.max_new_tokens,
-            cfg.rollout.max_prompt_length,
-            cfg.rollout.temperature,
-            c.use_chat_template,
-            with_values=c.algorithm.uses_critic,
-            action_masker=c.algorithm.action_masker,
-        )
-        t1 = time.perf_counter()
-        # 3. reward: task reward of each finished text (scaled for training), KL penalty on every token
-        rewards = c.reward_fn.evaluate(
-            [s["prompt"] for s in samples],
-            rollout.completions,
-            [s["references"] for s in samples],
-            **reward_fields(rollout, c.tokenizer.eos_token_id),
-        )
-        device = rollout.logprobs.device
-        score_t = torch.tensor(rewards.total, dtype=torch.float32, device=device)
-        seq_t = torch.tensor(c.reward_scaler(rewards.sequence), dtype=torch.float32, device=device)
-        token_rewards, kl = kl_penalized_rewards(
-            seq_t,
-            rollout.logprobs,
-            rollout.ref_logprobs,
-            rollout.response_mask,
-            kl_ctl.value,
-            algo_cfg.kl_estimator,
-            token_scores=None
-            if rewards.token is None
-            else pad_token_rewards(rewards.token, rollout.response_mask),
-        )
-        t2 = time.perf_counter()
-        # 4. advantages, 5. update
-        progress.phase("update", it)
-        batch = c.algorithm.prepare(rollout, token_rewards)
-        stats = c.algorithm.update(batch)
-        t3 = time.perf_counter()
-        kl_seq = float(kl.sum(-1).mean())
-        row = {
-            "iteration": it,
-            "rollout/reward_mean": float(score_t.mean()),
-            "rollout/reward_std": float(score_t.std()) if len(samples) > 1 else 0.0,
-            **{f"reward/{k}": sum(v) / len(v) for k, v in rewards.parts.items()},
-            "rollout/response_length": float(rollout.lengths.mean()),
-            "rollout/eos_rate": float(rollout.ended_with_eos(c.tokenizer.eos_token_id).float().mean()),
-            "rollout/entropy_proxy": float(-masked_mean(rollout.logprobs, rollout.response_mask)),
-            "rollout/reward_train_mean": float(seq_t.mean()),
-            "kl/mean": kl_seq,
-            "kl/coef": kl_ctl.value,
-            "kl/per_token": float(masked_mean(kl, rollout.response_mask)),
-            **stats,
-        }
-        kl_ctl.update(kl_seq, len(samples))
-        # 6. evaluate
-        if cfg.eval.every and it % cfg.eval.every == 0 and it != cfg.train.iterations:
-            progress.phase("eval", it)
-            row.update({f"eval/{k}": v for k, v in run_eval(it).items()})
-        row.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
-        row["time/iteration_s"] = time.perf_counter() - t0
-        log.metrics(row)
-        progress.iteration_done(it, row)
-        # 7. save
-        if cfg.train.save_every and it % cfg.train.save_every == 0 and it != cfg.train.iterations:
-            checkpoint(it)
-
-    progress.phase("eval", cfg.train.iterations)
-    final = run_eval(cfg.train.iterations)
-    progress.close()
-    log.metrics(
-        {"iteration": cfg.train.iterations, "final": True, **{f"eval/{k}": v for k, v in final.items()}}
+    folder = RunFolder(
+        out,
+        cfg.to_dict(),
+        resume=resume,
+        overwrite=overwrite,
+        may_change=RESUMABLE,
+        write_config=lambda path: save_config(cfg, path),
     )
-    (out / "eval.json").write_text(json.dumps({"iteration": cfg.train.iterations, **final}, indent=2) + "\n")
-    if start < cfg.train.iterations or ckpt is None:
-        checkpoint(cfg.train.iterations)
+    folder.check()
+    checkpoints = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
+    if resume and run_is_finished(cfg, out, checkpoints):
+        print(f"{out} is a finished run of {cfg.train.iterations} iterations: nothing to resume")
+        return {k: v for k, v in json.loads((out / "eval.json").read_text()).items() if k != "iteration"}
+    c = build(cfg)  # before the folder is touched: a setup error leaves an old run as it was
+    with folder:
+        log = RunLogger.for_run(
+            out,
+            RunInfo.from_config(cfg),
+            resume=resume,
+            total=cfg.train.iterations,
+            progress=cfg.tracking.progress,
+            print_every=cfg.tracking.print_every,
+            on_first_row=folder.started,
+        )
+        final = None
+        try:
+            final = run_loop(make_loop(cfg, c, out, log, checkpoints), resume, callbacks)
+            return final
+        finally:
+            log.finish(final)
+
+
+def run_loop(loop: Loop, resume: bool, callbacks: Sequence[Callback]) -> dict:
+    cfg = loop.cfg
+    latest = loop.checkpoints.latest() if resume else None
+    if latest is not None:
+        loop.restore(latest)
+    elif resume:  # killed before its first checkpoint: start again, without the rows already logged
+        loop.log.truncate_after(-1)
+    if loop.log.progress is not None:
+        loop.log.progress.start = loop.start
+    if loop.start == 0 and cfg.eval.at_start:
+        loop.log.metrics({"iteration": 0, **{f"eval/{k}": v for k, v in run_eval(loop, 0).items()}})
+    last = loop.start
+    for it in range(loop.start + 1, cfg.train.iterations + 1):
+        row = iteration(loop, it)
+        last = it
+        if not run_callbacks(callbacks, IterationEnd(it, cfg.train.iterations, row, loop)):
+            print(f"a callback stopped the run after iteration {it}")
+            break
+        if cfg.train.save_every and it % cfg.train.save_every == 0 and it != cfg.train.iterations:
+            loop.save(it)
+    return finish(loop, last, saved=latest is not None and loop.start == last)
+
+
+def iteration(loop: Loop, it: int) -> dict:
+    """One iteration: rollout and reward, advantages, update, log (and eval when it is due); returns the row."""
+    cfg, c, log = loop.cfg, loop.c, loop.log
+    log.phase("rollout", it)
+    t0 = time.perf_counter()
+    scored = rollout_and_reward(loop, it)
+    t1, t2 = scored.rollout_done, time.perf_counter()
+    log.phase("update", it)
+    batch = c.algorithm.prepare(scored.rollout, scored.token_rewards)  # 4. advantages
+    stats = c.algorithm.update(batch)  # 5. update
+    check_finite_stats(
+        stats, [k for k in stats if k.startswith("loss/")] + ["policy/grad_norm"], where=f"iteration {it}"
+    )
+    check_finite_module(c.policy, where=f"iteration {it} (after the update)")
+    t3 = time.perf_counter()
+    row = iteration_row(loop, it, scored, stats)
+    loop.kl_ctl.update(row["kl/mean"], len(scored.rollout.samples))
+    if cfg.eval.every and it % cfg.eval.every == 0 and it != cfg.train.iterations:  # 6. evaluate
+        log.phase("eval", it)
+        row.update({f"eval/{k}": v for k, v in run_eval(loop, it).items()})
+    row.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
+    row["time/iteration_s"] = time.perf_counter() - t0
+    log.metrics(row)
+    log.step_done(it, row)
+    return row
+
+
+def rollout_and_reward(loop: Loop, it: int) -> Scored:
+    """1. sample prompts, 2. roll out (generate + score policy, values, reference), 3. reward: the task reward
+    of each finished text (scaled for training) and the KL penalty on every token."""
+    cfg, c = loop.cfg, loop.c
+    samples = [s for s in loop.sampler.next() for _ in range(c.algorithm.samples_per_prompt)]
+    rollout = collect_rollout(
+        c.policy,
+        c.reference,
+        c.tokenizer,
+        samples,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        max_prompt_length=cfg.rollout.max_prompt_length,
+        temperature=cfg.rollout.temperature,
+        use_chat_template=c.use_chat_template,
+        with_values=c.algorithm.uses_critic,
+        action_masker=c.algorithm.action_masker,
+    )
+    t1 = time.perf_counter()
+    rewards = c.reward_fn.evaluate(
+        [s["prompt"] for s in samples],
+        rollout.completions,
+        [s["references"] for s in samples],
+        **reward_fields(rollout, c.tokenizer.eos_token_id),
+    )
+    check_finite_values(rewards.parts, what="reward component", where=f"iteration {it}")
+    seq_t = torch.tensor(
+        c.reward_scaler(rewards.sequence), dtype=torch.float32, device=rollout.logprobs.device
+    )
+    token_rewards, kl = kl_penalized_rewards(
+        seq_t,
+        rollout.logprobs,
+        rollout.ref_logprobs,
+        rollout.response_mask,
+        loop.kl_ctl.value,
+        cfg.algorithm.params.kl_estimator,
+        token_scores=None
+        if rewards.token is None
+        else pad_token_rewards(rewards.token, rollout.response_mask),
+    )
+    return Scored(rollout, rewards, seq_t, token_rewards, kl, t1)
+
+
+def iteration_row(loop: Loop, it: int, scored: Scored, stats: dict) -> dict:
+    """The ``metrics.jsonl`` row of an iteration (``rollout/``, ``reward/<component>``, ``kl/``, the update's stats)."""
+    rollout, rewards, kl = scored.rollout, scored.rewards, scored.kl
+    eos_id = loop.c.tokenizer.eos_token_id
+    score_t = torch.tensor(rewards.total, dtype=torch.float32, device=rollout.logprobs.device)
+    n = len(rollout.samples)
+    return {
+        "iteration": it,
+        "rollout/reward_mean": float(score_t.mean()),
+        "rollout/reward_std": float(score_t.std()) if n > 1 else 0.0,
+        **{f"reward/{k}": sum(v) / len(v) for k, v in rewards.parts.items()},
+        "rollout/response_length": float(rollout.lengths.mean()),
+        "rollout/eos_rate": float(rollout.ended_with_eos(eos_id).float().mean()),
+        "rollout/entropy_proxy": float(-masked_mean(rollout.logprobs, rollout.response_mask)),
+        "rollout/reward_train_mean": float(scored.train_rewards.mean()),
+        "kl/mean": float(kl.sum(-1).mean()),
+        "kl/coef": loop.kl_ctl.value,
+        "kl/per_token": float(masked_mean(kl, rollout.response_mask)),
+        **stats,
+    }
+
+
+def run_eval(loop: Loop, iteration: int) -> dict:
+    """Evaluate the policy on the eval split; logs the first samples to ``samples.jsonl``."""
+    c = loop.c
+    scores, rows = evaluate(
+        c.policy.model,
+        c.policy.seq2seq,
+        c.tokenizer,
+        loop.eval_samples,
+        c.reward_fn,
+        loop.metrics,
+        decoding=loop.decoding,
+        use_chat_template=c.use_chat_template,
+    )
+    loop.log.samples([{"iteration": iteration, **r} for r in rows[: loop.cfg.eval.num_logged_samples]])
+    return scores
+
+
+def finish(loop: Loop, last: int, *, saved: bool) -> dict:
+    """7. the end: checkpoint, final evaluation, ``eval.json``, then ``model/`` (written last, atomically, so a
+    complete ``model/`` means a finished run). ``saved``: the last checkpoint is already at ``last``."""
+    cfg, log = loop.cfg, loop.log
+    if not saved:
+        loop.save(last)
+    log.phase("eval", last)
+    final = run_eval(loop, last)
+    log.metrics({"iteration": last, "final": True, **{f"eval/{k}": v for k, v in final.items()}})
+    write_text_atomic(loop.out / "eval.json", json.dumps({"iteration": last, **final}, indent=2) + "\n")
     if cfg.train.save_final_model:
-        save_final_model(c, out / "model")
+        log.phase("save", last)
+        save_final_model(loop.c, loop.out / "model")
     return final
 
 
+def run_is_finished(cfg: Config, out: Path, checkpoints: Checkpointer) -> bool:
+    """Did the run in ``out`` reach ``cfg.train.iterations`` and write everything a finished run writes?"""
+    eval_file = out / "eval.json"
+    if checkpoints.latest_iteration() != cfg.train.iterations or not eval_file.is_file():
+        return False
+    if cfg.train.save_final_model and not (out / "model").is_dir():
+        return False
+    rows = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
+    return any(r.get("final") and r.get("iteration") == cfg.train.iterations for r in rows)
+
+
 def save_final_model(c: Components, folder: Path) -> None:
-    """The trained policy as a Hugging Face folder (+ tokenizer and ``value_head.safetensors``)."""
+    """The trained policy as a Hugging Face folder (+ tokenizer and ``value_head.safetensors``), atomically."""
     from safetensors.torch import save_file
 
-    save_pretrained_model(c.policy.model, folder)
-    c.tokenizer.save_pretrained(folder)
-    save_file(
-        {k: v.contiguous() for k, v in c.policy.value_head.state_dict().items()},
-        folder / "value_head.safetensors",
-    )
+    with atomic_folder(folder) as tmp:
+        save_pretrained_model(c.policy.model, tmp)
+        c.tokenizer.save_pretrained(tmp)
+        save_file(
+            {k: v.contiguous() for k, v in c.policy.value_head.state_dict().items()},
+            tmp / "value_head.safetensors",
+        )
 
 
 def check_config_runs(cfg: Config, source: str = "<config>") -> None:
-    """Cheap checks that need the registries (names exist) before any model is loaded; errors name the key."""
+    """Cheap checks that need the registries (names exist, batch sizes fit) before any model is loaded."""
     from rl4text.registry import METRICS, REWARDS, RegistryError
 
     if cfg.model.random_init is not None and cfg.model.tokenizer is None:
@@ -417,3 +474,9 @@ def check_config_runs(cfg: Config, source: str = "<config>") -> None:
             registry.get(name)
         except RegistryError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from exc
+    k = ALGORITHMS.get(cfg.algorithm.name).samples_per_prompt_for(cfg.algorithm.params)
+    if cfg.rollout.batch_size % k:
+        raise ConfigError(
+            f"{source}: rollout.batch_size={cfg.rollout.batch_size} must be a multiple of the {cfg.algorithm.name} "
+            f"algorithm's samples per prompt ({k})"
+        )

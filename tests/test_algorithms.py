@@ -49,7 +49,9 @@ def test_rloo_prepare_uses_sequence_returns_with_kl(kind, tokenizer):
     model, seq2seq = tiny_model(kind, tokenizer)
     policy = ActorCritic(model, seq2seq)
     algo = RLOO(RLOOConfig(k=2), policy, torch.optim.AdamW(policy.parameters(), lr=1e-3))
-    rollout = collect_rollout(policy, None, tokenizer, SAMPLES, 5, 24, with_values=False)
+    rollout = collect_rollout(
+        policy, None, tokenizer, SAMPLES, max_new_tokens=5, max_prompt_length=24, with_values=False
+    )
     assert rollout.values is None
     token_rewards = torch.zeros_like(rollout.logprobs)
     token_rewards[:, 0] = torch.tensor([1.0, 3.0, 0.0, 2.0])  # the episodes' returns

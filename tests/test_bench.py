@@ -29,7 +29,14 @@ def test_beam_search_with_one_beam_is_the_greedy_rollout(tokenizer, kind):
     samples = [{"prompt": p} for p in ("letters: abc", "letters: qwertyuiop", "x")]
     ids, mask = encode_samples(tokenizer, samples, 32, seq2seq, use_chat_template=False)
     ours, ours_mask = generate(
-        model, seq2seq, ids, mask, 10, tokenizer.eos_token_id, tokenizer.pad_token_id, do_sample=False
+        model,
+        seq2seq,
+        ids,
+        mask,
+        max_new_tokens=10,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        do_sample=False,
     )
     theirs, theirs_mask = beam_search(model, seq2seq, ids, mask, 10, tokenizer, num_beams=1)
     width = ours.shape[1]

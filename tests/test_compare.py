@@ -278,7 +278,9 @@ def test_wandb_folder_is_converted(tmp_path, two_groups, monkeypatch):
         summary = {"eval/chrf": 16.0, "eval/reward": 0.5, "_step": 3, "rollout/reward_mean": 1.5}
         return {"config": cfg, "history": history, "summary": summary, "tables": {}}
 
-    monkeypatch.setitem(sys.modules, "rl4text.tracking", types.SimpleNamespace(read_wandb_run=read_wandb_run))
+    monkeypatch.setitem(
+        sys.modules, "rl4text.wandb_offline", types.SimpleNamespace(read_wandb_run=read_wandb_run)
+    )
     run_dir = _fake_wandb_folder(tmp_path)
     for given in (tmp_path / "wb", tmp_path / "wb" / "wandb", run_dir):
         (run,) = C.load_runs([given])
@@ -295,16 +297,16 @@ def test_wandb_folder_is_converted(tmp_path, two_groups, monkeypatch):
 
 
 def test_wandb_without_tracking_module(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "rl4text.tracking", None)  # import fails
+    monkeypatch.setitem(sys.modules, "rl4text.wandb_offline", None)  # import fails
     _fake_wandb_folder(tmp_path)
-    with pytest.raises(C.CompareError, match=r"needs rl4text\.tracking"):
+    with pytest.raises(C.CompareError, match=r"needs rl4text\.wandb_offline"):
         C.load_runs([tmp_path / "wb"])
 
 
 def test_real_wandb_offline_run(tmp_path, monkeypatch, capsys):
-    tracking = pytest.importorskip("rl4text.tracking")
-    if not hasattr(tracking, "read_wandb_run"):
-        pytest.skip("rl4text.tracking.read_wandb_run not available")
+    reader = pytest.importorskip("rl4text.wandb_offline")
+    if not hasattr(reader, "read_wandb_run"):
+        pytest.skip("rl4text.wandb_offline.read_wandb_run not available")
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

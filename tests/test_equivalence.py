@@ -31,7 +31,14 @@ def test_rollout_matches_env_step_by_step(arch, tokenizer, temperature):
     torch.manual_seed(1)
     samples = SAMPLES * 2
     rollout = collect_rollout(
-        policy, reference, tokenizer, samples, max_new, max_prompt, temperature=temperature, with_values=True
+        policy,
+        reference,
+        tokenizer,
+        samples,
+        max_new_tokens=max_new,
+        max_prompt_length=max_prompt,
+        temperature=temperature,
+        with_values=True,
     )
     reward_fn = build_reward(REWARD)
     batched_rewards = reward_fn(
@@ -88,7 +95,15 @@ def test_eos_terminates_and_masks(kind, tokenizer):
             logits[:, eos] = 0.0
         return logits
 
-    rollout = collect_rollout(policy, None, tokenizer, SAMPLES, 8, 24, logits_processor=eos_at_step_3)
+    rollout = collect_rollout(
+        policy,
+        None,
+        tokenizer,
+        SAMPLES,
+        max_new_tokens=8,
+        max_prompt_length=24,
+        logits_processor=eos_at_step_3,
+    )
     assert rollout.lengths.tolist() == [3.0] * len(SAMPLES)
     assert rollout.ended_with_eos(eos).all()
     assert (rollout.response_ids[:, 3:] == tokenizer.pad_token_id).all()

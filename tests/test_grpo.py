@@ -169,7 +169,9 @@ def test_prepare_normalises_task_returns_and_places_the_kl(kind, tokenizer, kl_p
     reference = frozen_copy(tiny_model(kind, tokenizer)[0])
     cfg = GRPOConfig(k=2, kl_coef=0.5, kl_penalty=kl_penalty, minibatch_size=2, n_epochs=2)
     algo = GRPO(cfg, policy, torch.optim.AdamW(policy.parameters(), lr=1e-2))
-    rollout = collect_rollout(policy, reference, tokenizer, SAMPLES, 5, 24, with_values=False)
+    rollout = collect_rollout(
+        policy, reference, tokenizer, SAMPLES, max_new_tokens=5, max_prompt_length=24, with_values=False
+    )
     scores = torch.tensor([1.0, 3.0, 0.0, 2.0])
     # the loop's rewards: k1 penalty on every token, score on the last one
     token_rewards, kl = kl_penalized_rewards(

@@ -8,8 +8,8 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 
 import rl4text.metrics.lexical  # registers chrf++, ter, rouge, meteor until registry.py has lazy entries
 import rl4text.rewards.lexical  # noqa: F401
-from rl4text import meteor as meteor_mod
 from rl4text.metrics import build_metrics
+from rl4text.metrics import meteor as meteor_mod
 from rl4text.rewards import build_reward
 from rl4text.rewards.lexical import split_sentences
 

@@ -106,7 +106,6 @@ def nlpo_with_other_mask_model(kind, tokenizer, temperature, **cfg):
     policy = ActorCritic(model, seq2seq)
     nlpo = NLPO(NLPOConfig(**cfg), policy, torch.optim.AdamW(policy.parameters()))
     nlpo.mask_model.load_state_dict(tiny_model(kind, tokenizer, seed=1)[0].state_dict())
-    nlpo.temperature = temperature
     return policy, nlpo
 
 
@@ -118,7 +117,14 @@ def test_sampled_tokens_are_allowed_and_scored_renormalised(kind, tokenizer, top
     )
     torch.manual_seed(0)
     r = collect_rollout(
-        policy, None, tokenizer, SAMPLES * 4, 8, 24, temperature=temperature, action_masker=nlpo.action_masker
+        policy,
+        None,
+        tokenizer,
+        SAMPLES * 4,
+        max_new_tokens=8,
+        max_prompt_length=24,
+        temperature=temperature,
+        action_masker=nlpo.action_masker,
     )
     V = r.action_mask.shape[-1]
     assert r.action_mask.shape == (*r.response_ids.shape, V) and r.action_mask.dtype == torch.bool
@@ -153,7 +159,7 @@ def test_scoring_uses_the_recorded_masks(kind, tokenizer):
     policy, nlpo = nlpo_with_other_mask_model(kind, tokenizer, 1.0, top_mask=0.5)
     masker = nlpo.action_masker
     ids, mask = encode_samples(tokenizer, SAMPLES * 2, 24, policy.seq2seq, False)
-    processor, seen = masker.processor(ids, mask), []
+    processor, seen = masker.processor(ids, mask, 1.0), []
 
     def spy(logits, generated):  # what sampling actually saw at each step
         out = processor(logits, generated)
@@ -163,7 +169,14 @@ def test_scoring_uses_the_recorded_masks(kind, tokenizer):
     torch.manual_seed(0)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     response, response_mask = generate(
-        policy.model, policy.seq2seq, ids, mask, 8, eos, pad, logits_processor=spy
+        policy.model,
+        policy.seq2seq,
+        ids,
+        mask,
+        max_new_tokens=8,
+        eos_id=eos,
+        pad_id=pad,
+        logits_processor=spy,
     )
     real = response_mask.bool()
     # change the mask model between sampling and scoring: scoring must still use the masks sampled under
@@ -183,13 +196,28 @@ def test_recomputed_mask_matches_recorded_up_to_ties(kind, tokenizer):
     policy, nlpo = nlpo_with_other_mask_model(kind, tokenizer, 1.0, top_mask=0.5)
     masker = nlpo.action_masker
     torch.manual_seed(0)
-    r = collect_rollout(policy, None, tokenizer, SAMPLES * 2, 8, 24, action_masker=masker)
-    again = masker.sequence_mask(r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long(), 1.0)
-    differ = (again != r.action_mask)[r.response_mask.bool()].any(-1).float().mean()
-    assert differ <= 0.05  # KV-cached and full forwards agree but for rare near-ties
-    # masks made at the algorithm's temperature (1.0) cannot score a rollout sampled at another
+    for temperature in (1.0, 0.7):  # the masker builds its masks at the temperature the rollout samples at
+        torch.manual_seed(0)
+        r = collect_rollout(
+            policy,
+            None,
+            tokenizer,
+            SAMPLES * 2,
+            max_new_tokens=8,
+            max_prompt_length=24,
+            temperature=temperature,
+            action_masker=masker,
+        )
+        assert r.temperature == temperature
+        args = (r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long())
+        again = masker.sequence_mask(*args, temperature)
+        differ = (again != r.action_mask)[r.response_mask.bool()].any(-1).float().mean()
+        assert differ <= 0.05  # KV-cached and full forwards agree but for rare near-ties
+    # a recorded batch cannot be scored at a temperature other than the one it was sampled at
+    recorder = masker.processor(r.prompt_ids, r.prompt_mask, 0.7)
+    recorder.masks = list(r.action_mask.unbind(1))
     with pytest.raises(ValueError, match="temperature"):
-        collect_rollout(policy, None, tokenizer, SAMPLES * 2, 8, 24, temperature=0.7, action_masker=masker)
+        masker.sequence_mask(*args, 1.0)
 
 
 # ------------------------------------------------------------------------------------------- the update
@@ -197,7 +225,15 @@ def test_recomputed_mask_matches_recorded_up_to_ties(kind, tokenizer):
 
 def rollout_and_rewards(policy, reference, tokenizer, masker, seed):
     torch.manual_seed(seed)
-    r = collect_rollout(policy, reference, tokenizer, SAMPLES * 4, 8, 24, action_masker=masker)
+    r = collect_rollout(
+        policy,
+        reference,
+        tokenizer,
+        SAMPLES * 4,
+        max_new_tokens=8,
+        max_prompt_length=24,
+        action_masker=masker,
+    )
     scores = torch.linspace(-1.0, 1.0, len(r.samples))
     rewards, _ = kl_penalized_rewards(scores, r.logprobs, r.ref_logprobs, r.response_mask, 0.05, "k1")
     return r, rewards

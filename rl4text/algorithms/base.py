@@ -59,6 +59,7 @@ class TrainBatch:
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor  # [B, T]
     action_mask: torch.Tensor | None = None  # [B, T, V] bool allowed tokens (NLPO), None: all allowed
+    temperature: float = 1.0  # the rollout's sampling temperature: updates score under the same distribution
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -67,7 +68,9 @@ class TrainBatch:
         """The sub-batch of episodes ``index: [b]``."""
         return TrainBatch(
             **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                f.name: getattr(self, f.name)
+                if not isinstance(getattr(self, f.name), torch.Tensor)
+                else getattr(self, f.name)[index]
                 for f in fields(self)
             }
         )
@@ -88,7 +91,12 @@ class Algorithm:
         self.config = config
         self.policy = policy
         self.optimizer = optimizer
-        self.temperature = 1.0  # set by the loop to the rollout temperature
+        self.samples_per_prompt = self.samples_per_prompt_for(config)
+
+    @classmethod
+    def samples_per_prompt_for(cls, config: OnPolicyConfig) -> int:
+        """Episodes per prompt this config asks for (checked against ``rollout.batch_size`` before any work)."""
+        return 1
 
     def prepare(self, rollout: Rollout, token_rewards: torch.Tensor) -> TrainBatch:
         """Advantages and returns from per-token rewards ``[B, T]`` (GAE over response tokens)."""
@@ -107,6 +115,7 @@ class Algorithm:
             advantages,
             returns,
             rollout.action_mask,
+            rollout.temperature,
         )
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -119,7 +128,7 @@ class Algorithm:
             mb.prompt_mask,
             mb.response_ids,
             mb.response_mask.long(),
-            self.temperature,
+            mb.temperature,
             with_values=with_values,
             action_mask=mb.action_mask,
         )

@@ -80,7 +80,7 @@ class GRPOBatch(TrainBatch):
 
     def select(self, index: torch.Tensor) -> GRPOBatch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return GRPOBatch(**{k: None if v is None else v[index] for k, v in values.items()})
+        return GRPOBatch(**{k: v[index] if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
 
 @register_algorithm("grpo")
@@ -88,9 +88,9 @@ class GRPO(Algorithm):
     Config = GRPOConfig
     uses_critic = False
 
-    def __init__(self, config: GRPOConfig, policy, optimizer):
-        super().__init__(config, policy, optimizer)
-        self.samples_per_prompt = config.k
+    @classmethod
+    def samples_per_prompt_for(cls, config: GRPOConfig) -> int:
+        return config.k
 
     @staticmethod
     def check_run_config(cfg, source: str) -> None:
@@ -137,6 +137,7 @@ class GRPO(Algorithm):
             per_token,
             returns[:, None] * mask,
             rollout.action_mask,
+            rollout.temperature,
             ref_logprobs=rollout.ref_logprobs if kl_in_loss else None,
         )
 

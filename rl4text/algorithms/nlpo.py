@@ -11,7 +11,6 @@ against the unmasked reference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,9 +73,15 @@ class _StepRecorder:
     """The logits processor of one generation batch: steps the mask policy in lockstep with the policy
     (same KV-cached path as ``generate``), masks the policy's logits and keeps each step's allowed set."""
 
-    def __init__(self, masker: TopPActionMasker, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    def __init__(
+        self,
+        masker: TopPActionMasker,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        temperature: float,
+    ):
         self.masker, self.prompt_ids = masker, prompt_ids
-        self.temperature = masker.temperature()
+        self.temperature = temperature
         self.decoder = IncrementalDecoder(masker.model, masker.seq2seq, prompt_ids, prompt_mask)
         self.masks: list[torch.Tensor] = []
 
@@ -103,27 +108,18 @@ class _StepRecorder:
 
 
 class TopPActionMasker:
-    """NLPO's :class:`rl4text.rollout.ActionMasker`: the mask policy's top-p set at every step.
+    """NLPO's :class:`rl4text.rollout.ActionMasker`: the mask policy's top-p set at every step, at the
+    temperature the rollout samples at (the rollout passes it to :meth:`processor`)."""
 
-    ``temperature`` is a callable (the algorithm's rollout temperature, set by the loop after construction),
-    because ``processor`` is not told the temperature it generates at.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        seq2seq: bool,
-        top_mask: float,
-        min_tokens_to_keep: int,
-        temperature: Callable[[], float],
-    ):
+    def __init__(self, model: nn.Module, seq2seq: bool, top_mask: float, min_tokens_to_keep: int):
         self.model, self.seq2seq = model, seq2seq
         self.top_mask, self.min_tokens_to_keep = top_mask, min_tokens_to_keep
-        self.temperature = temperature
         self._last: _StepRecorder | None = None
 
-    def processor(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> _StepRecorder:
-        self._last = _StepRecorder(self, prompt_ids, prompt_mask)
+    def processor(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, temperature: float
+    ) -> _StepRecorder:
+        self._last = _StepRecorder(self, prompt_ids, prompt_mask, temperature)
         return self._last
 
     @torch.no_grad()
@@ -146,7 +142,7 @@ class TopPActionMasker:
             if temperature != recorder.temperature:
                 raise ValueError(
                     f"NLPO sampled with its mask at temperature {recorder.temperature} but the rollout is scored "
-                    f"at {temperature}: set the algorithm's temperature to the rollout temperature"
+                    f"at {temperature}: score a rollout at the temperature it was sampled at"
                 )
             allowed = torch.stack(recorder.masks, dim=1)
         else:
@@ -175,7 +171,6 @@ class NLPO(PPO):
             policy.seq2seq,
             config.top_mask,
             config.min_tokens_to_keep,
-            lambda: self.temperature,
         )
 
     def update(self, batch: TrainBatch) -> dict[str, float]:

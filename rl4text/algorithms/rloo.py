@@ -58,9 +58,9 @@ class RLOO(Algorithm):
     Config = RLOOConfig
     uses_critic = False
 
-    def __init__(self, config: RLOOConfig, policy, optimizer):
-        super().__init__(config, policy, optimizer)
-        self.samples_per_prompt = config.k
+    @classmethod
+    def samples_per_prompt_for(cls, config: RLOOConfig) -> int:
+        return config.k
 
     def prepare(self, rollout: Rollout, token_rewards: torch.Tensor) -> TrainBatch:
         """Sequence returns (task reward + summed KL penalty) -> leave-one-out advantages on every token."""
@@ -81,6 +81,7 @@ class RLOO(Algorithm):
             per_token,
             returns[:, None] * mask,
             rollout.action_mask,
+            rollout.temperature,
         )
 
     def update(self, batch: TrainBatch) -> dict[str, float]:

@@ -14,8 +14,8 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     from rl4text.dpo.config import load_dpo_config
     from rl4text.dpo.train import train_dpo
     from rl4text.registry import RegistryError
+    from rl4text.runtime import RunError
     from rl4text.tasks import TaskDataError
-    from rl4text.train import RunDirError
 
     try:
         overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
@@ -26,7 +26,7 @@ def cmd_dpo(args: argparse.Namespace) -> int:
             args.output_dir or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         final = train_dpo(cfg, out, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, RegistryError, TaskDataError, RunDirError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, RegistryError, TaskDataError, RunError, FileNotFoundError, ValueError) as exc:
         print(f"rl4text dpo: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(final, indent=2))

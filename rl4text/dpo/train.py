@@ -6,8 +6,9 @@ IPO loss -> held-out preference accuracy and reward margins -> checkpoints -> ``
 The reference's summed log-probs of every pair are computed once before the first step, from the model as loaded
 (for a PEFT model: with its adapters disabled), so no second model copy is held during training and a resumed run
 uses the same reference (the starting model is rebuilt from the config and seed before the checkpoint loads).
-The run folder holds ``config.yaml``, ``metrics.jsonl`` (a row every ``log_every`` steps and at every evaluation),
-W&B files (offline without an API key), ``checkpoints/``, ``eval.json`` and ``model/``.
+The run folder (``rl4text.runtime``, as every recipe's) holds ``config.yaml``, ``metrics.jsonl`` (a row every
+``log_every`` steps and at every evaluation), W&B files (offline without an API key), ``checkpoints/``,
+``eval.json`` and ``model/``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ from rl4text.core.dpo import dpo_loss, wilson_interval
 from rl4text.dpo.config import DPOConfig
 from rl4text.dpo.data import Pair, PairBatch, collate_pairs, groups_to_pairs, score_pairs, sequence_logprobs
 from rl4text.models import load_model, load_tokenizer
+from rl4text.runtime import (
+    Checkpointer,
+    RunFolder,
+    RunInfo,
+    RunLogger,
+    atomic_folder,
+    check_finite_stats,
+    pick_device,
+    seed_everything,
+    write_text_atomic,
+)
 from rl4text.text import uses_chat_template
 
 
@@ -100,46 +112,6 @@ def lr_factor(step: int, warmup: int) -> float:
     return (step + 1) / warmup if step < warmup else 1.0
 
 
-# ---------------------------------------------------------------------------------------------- run folder
-
-
-def open_run(cfg: DPOConfig, out: Path, resume: bool, overwrite: bool):
-    """The run folder and its logger (metrics.jsonl + W&B/TensorBoard): every piece of run-folder plumbing."""
-    from types import SimpleNamespace
-
-    from rl4text.tracking import make_trackers
-    from rl4text.train import RunLog, prepare_run_dir
-
-    prepare_run_dir(cfg, out, resume, overwrite)  # RunDirError before any work; saves config.yaml
-    data_name = Path(cfg.data.path).stem if cfg.data.path else cfg.data.format
-    view = SimpleNamespace(  # what the trackers read of a run's config (name, group, tags)
-        algorithm=SimpleNamespace(name="dpo"),
-        task=SimpleNamespace(name=data_name),
-        model=cfg.model,
-        train=cfg.train,
-        tracking=cfg.tracking,
-        to_dict=cfg.to_dict,
-    )
-    return RunLog(out, make_trackers(view, out, resume))
-
-
-# ---------------------------------------------------------------------------------------------- the loop
-
-
-def train_dpo(
-    cfg: DPOConfig, output_dir: str | Path, *, resume: bool = False, overwrite: bool = False
-) -> dict:
-    """Run DPO; returns the final held-out statistics (also written to ``eval.json``)."""
-    out = Path(output_dir)
-    log = open_run(cfg, out, resume, overwrite)
-    final = None
-    try:
-        final = _train(cfg, out, resume, log)
-        return final
-    finally:
-        log.finish(final, out)
-
-
 @dataclass
 class Setup:
     """What the loop works on, built once: the model, the encoded pairs and the reference's log-probs."""
@@ -155,6 +127,9 @@ class Setup:
     ref_held: tuple[torch.Tensor, torch.Tensor]
     info: dict
     encode: Callable[[list[Pair]], PairBatch]
+    steps_per_epoch: int
+    total: int
+    """Optimiser steps of the run (``train.max_steps``, or ``epochs`` passes over the training pairs)."""
 
     def held_out(self, cfg: DPOConfig) -> dict:
         """Preference statistics of the current model on the held-out pairs (``{}`` when none are held out)."""
@@ -167,8 +142,6 @@ class Setup:
 
 def build(cfg: DPOConfig) -> Setup:
     """Pairs (bad data fails before a model loads), tokenizer, model, and the reference's log-probs of every pair."""
-    from rl4text.train import pick_device, seed_everything
-
     t = cfg.train
     train_pairs, held_pairs, info = load_pairs(cfg)
     seed_everything(t.seed)
@@ -189,12 +162,27 @@ def build(cfg: DPOConfig) -> Setup:
         train_batches = [encode(c) for c in chunks(train_pairs, t.eval_batch_size)]
         ref_train = score_pairs(ref_model, seq2seq, train_batches, device)
         ref_held = score_pairs(ref_model, seq2seq, held_batches, device)
+    steps_per_epoch = math.ceil(len(train_pairs) / t.batch_size)
+    total = t.max_steps or t.epochs * steps_per_epoch
     return Setup(
-        model, tokenizer, seq2seq, device, train_pairs, held_batches, ref_train, ref_held, info, encode
+        model,
+        tokenizer,
+        seq2seq,
+        device,
+        train_pairs,
+        held_batches,
+        ref_train,
+        ref_held,
+        info,
+        encode,
+        steps_per_epoch,
+        total,
     )
 
 
-def train_step(c: Setup, cfg: DPOConfig, index: list[int], optimizer, scheduler) -> dict[str, float]:
+def train_step(
+    c: Setup, cfg: DPOConfig, index: list[int], optimizer, scheduler, *, where: str
+) -> dict[str, float]:
     """One AdamW step on the pairs ``index``; returns the step's loss and training preference statistics."""
     batch = c.encode([c.train_pairs[i] for i in index]).to(c.device)
     logp = sequence_logprobs(c.model, c.seq2seq, batch)
@@ -207,6 +195,9 @@ def train_step(c: Setup, cfg: DPOConfig, index: list[int], optimizer, scheduler)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(c.model.parameters(), cfg.train.max_grad_norm or float("inf"))
+    check_finite_stats(
+        {"loss": loss.item(), "grad_norm": float(grad_norm)}, ["loss", "grad_norm"], where=where
+    )
     optimizer.step()
     scheduler.step()
     return {
@@ -219,54 +210,115 @@ def train_step(c: Setup, cfg: DPOConfig, index: list[int], optimizer, scheduler)
     }
 
 
-def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
-    from rl4text.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+# ---------------------------------------------------------------------------------------------- run folder
+
+DPO_SHOWN = (
+    ("loss", "loss", ".4f"),
+    ("margin", "train/reward_margin", "+.3f"),
+    ("held-out acc", "eval/preference_accuracy", ".3f"),
+)
+"""What a progress line shows."""
+
+
+def run_info(cfg: DPOConfig) -> RunInfo:
+    """How the trackers name the run: ``dpo-<data>-<model>-seed<N>``, grouped by the data set."""
+    from rl4text.tracking import model_short_name
+
+    data = Path(cfg.data.path).stem if cfg.data.path else cfg.data.format
+    model, seed = model_short_name(cfg), cfg.train.seed
+    return RunInfo(
+        wandb=cfg.tracking.wandb,
+        config=cfg.to_dict(),
+        default_name=f"dpo-{data}-{model}-seed{seed}",
+        default_group=data,
+        tags=["dpo", data, model, f"seed{seed}"],
+        tensorboard=cfg.tracking.tensorboard,
+    )
+
+
+def train_dpo(
+    cfg: DPOConfig, output_dir: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> dict:
+    """Run DPO; returns the final held-out statistics (also written to ``eval.json``).
+
+    ``resume`` continues from the last checkpoint (``train.save_every``) and ends as the uninterrupted run would."""
+    out = Path(output_dir)
+    folder = RunFolder(out, cfg.to_dict(), resume=resume, overwrite=overwrite)
+    folder.check()  # RunDirError before any work
+    c = build(cfg)  # before the folder is touched: bad data or a bad model leaves an old run as it was
+    checkpoints = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
+    with folder:
+        log = RunLogger.for_run(
+            out,
+            run_info(cfg),
+            resume=resume,
+            total=c.total,
+            progress=cfg.tracking.progress,
+            print_every=cfg.tracking.print_every,
+            shown=DPO_SHOWN,
+            unit="step",
+            step_key="step",
+            on_first_row=folder.started,
+        )
+        final = None
+        try:
+            final = _train(cfg, c, out, resume, log, checkpoints)
+            return final
+        finally:
+            log.finish(final)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def _train(
+    cfg: DPOConfig, c: Setup, out: Path, resume: bool, log: RunLogger, checkpoints: Checkpointer
+) -> dict:
     from rl4text.sft import optimizer_groups, save_sft_model
 
-    t, began = cfg.train, time.perf_counter()
-    c = build(cfg)
+    t, began, total = cfg.train, time.perf_counter(), c.total
     optimizer = torch.optim.AdamW(optimizer_groups(c.model, t.weight_decay), lr=t.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps))
-    steps_per_epoch = math.ceil(len(c.train_pairs) / t.batch_size)
-    total = t.max_steps or t.epochs * steps_per_epoch
     print(
         f"dpo: {c.info['train_pairs']} training pairs ({c.info['train_groups']} groups), {c.info['held_out_pairs']} "
         f"held-out pairs; {total} steps of {t.batch_size} pairs; {'seq2seq' if c.seq2seq else 'causal'} model",
         flush=True,
     )
     at_start = c.held_out(cfg)  # before a checkpoint loads: the starting model (= the reference)
-    start, ckpt = 0, latest_checkpoint(out / "checkpoints") if resume else None
+    start, ckpt = 0, checkpoints.latest() if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, c.model, optimizer)
+        state = checkpoints.restore(ckpt, c.model, optimizer)  # weights, optimiser, RNG
         start = state["iteration"]
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         log.truncate_after(start)
         print(f"resumed from {ckpt} at step {start}", flush=True)
+    elif resume:  # killed before its first checkpoint: start again, without the rows already logged
+        log.truncate_after(-1)
+    if log.progress is not None:
+        log.progress.start = start
 
     def checkpoint(step: int) -> None:
-        state = {"scheduler": scheduler.state_dict()}
-        save_checkpoint(out / "checkpoints", step, c.model, optimizer, state, keep=t.keep_checkpoints)
+        checkpoints.save(step, c.model, optimizer, {"scheduler": scheduler.state_dict()})
 
     if start == 0:
         log.metrics({"iteration": 0, "step": 0, **{f"eval/{k}": v for k, v in at_start.items()}})
     window: list[dict[str, float]] = []
     for step in range(start + 1, total + 1):
-        epoch, position = divmod(step - 1, steps_per_epoch)
+        epoch, position = divmod(step - 1, c.steps_per_epoch)
         index = epoch_order(len(c.train_pairs), t.seed, epoch)[
             position * t.batch_size : (position + 1) * t.batch_size
         ]
         lr = optimizer.param_groups[0]["lr"]
-        window.append(train_step(c, cfg, index, optimizer, scheduler))
+        window.append(train_step(c, cfg, index, optimizer, scheduler, where=f"step {step}"))
         evaluate_now = t.eval_every and step % t.eval_every == 0 and step != total
         if step % t.log_every == 0 or step == total or evaluate_now:
-            row = {"iteration": step, "step": step, "epoch": step / steps_per_epoch, "lr": lr}
+            row = {"iteration": step, "step": step, "epoch": step / c.steps_per_epoch, "lr": lr}
             row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
             if evaluate_now:
                 row.update({f"eval/{k}": v for k, v in c.held_out(cfg).items()})
             row["time/elapsed_s"] = time.perf_counter() - began
             log.metrics(row)
-            print_row(row, total)
+            log.step_done(step, row)
             window = []
         if t.save_every and step % t.save_every == 0 and step != total:
             checkpoint(step)
@@ -276,20 +328,11 @@ def _train(cfg: DPOConfig, out: Path, resume: bool, log) -> dict:
         {"iteration": total, "step": total, "final": True, **{f"eval/{k}": v for k, v in final.items()}}
     )
     result = {"iteration": total, "step": total, **final, "at_start": at_start, "data": c.info}
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "eval.json", json.dumps(result, indent=2) + "\n")
     if start < total or ckpt is None:
         checkpoint(total)
     if t.save_final_model:
-        save_sft_model(c.model, c.tokenizer, out / "model")
+        with atomic_folder(out / "model") as tmp:
+            save_sft_model(c.model, c.tokenizer, tmp)
     print(f"held-out: {json.dumps(final)}", flush=True)
     return final
-
-
-def print_row(row: dict, total: int) -> None:
-    held = (
-        f"  held-out acc {row['eval/preference_accuracy']:.3f}" if "eval/preference_accuracy" in row else ""
-    )
-    print(
-        f"step {row['step']:5d}/{total}  loss {row['loss']:.4f}  margin {row['train/reward_margin']:+.3f}{held}",
-        flush=True,
-    )

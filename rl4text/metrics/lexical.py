@@ -122,16 +122,16 @@ class Rouge:
 class Meteor:
     """METEOR ×100: the mean of NLTK's sentence ``meteor_score`` (as HF ``evaluate`` does), exact +
     Porter-stem + WordNet 3.0 synonym matching, alpha=0.9, beta=3, gamma=0.5, max over references.
-    Tokenisation and where WordNet comes from: :mod:`rl4text.meteor`."""
+    Tokenisation and where WordNet comes from: :mod:`rl4text.metrics.meteor`."""
 
     def __init__(self):
-        from rl4text.meteor import load_wordnet
+        from rl4text.metrics.meteor import load_wordnet
 
         self.wordnet = load_wordnet()
 
     def compute(self, predictions: list[str], references: list[list[str]]) -> MetricResult:
         _check(predictions, references)
-        from rl4text.meteor import meteor
+        from rl4text.metrics.meteor import meteor
 
         per = [100.0 * meteor(p, list(r), wordnet=self.wordnet) for p, r in zip(predictions, references)]
         return MetricResult({"meteor": sum(per) / len(per)}, per)

