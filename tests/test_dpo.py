@@ -222,3 +222,32 @@ def test_dpo_resume_continues_exactly(tmp_path, monkeypatch):
         )
         == 2
     )
+
+
+def test_dpo_lands_in_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from rl4text.wandb_offline import read_wandb_run
+
+    for var, value in [
+        ("WANDB_MODE", "offline"),
+        ("WANDB_SILENT", "true"),
+        ("WANDB_CONSOLE", "off"),
+        ("WANDB_DISABLE_GIT", "true"),
+        ("WANDB_BASE_URL", "http://127.0.0.1:9"),  # any network attempt fails at once, locally
+        ("WANDB_DIR", str(tmp_path / "wandb-dir")),
+        ("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config")),
+        ("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache")),
+        ("WANDB_DATA_DIR", str(tmp_path / "wandb-data")),
+    ]:
+        monkeypatch.setenv(var, value)
+    out = tmp_path / "run"
+    args = ["train.max_steps=4", "train.log_every=2", "tracking.wandb.enabled=true"]
+    assert cli_main(["dpo", SMOKE, "--output-dir", str(out), *args]) == 0
+    run = read_wandb_run(out)
+    assert run["run"]["name"] == "dpo-vowel_pairs-random-llama-seed0"
+    assert run["config"]["dpo"]["beta"] == 0.1
+    steps = {h["_step"]: h for h in run["history"]}
+    assert set(steps) == {0, 2, 4}
+    assert steps[0]["eval/preference_accuracy"] == 0.5 and "loss" in steps[2]
+    final = json.loads((out / "eval.json").read_text())
+    assert steps[4]["eval/preference_accuracy"] == pytest.approx(final["preference_accuracy"])
