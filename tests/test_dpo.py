@@ -134,6 +134,33 @@ def test_pairs_are_encoded_and_scored_as_rl_does(kind, tokenizer):
     torch.testing.assert_close(sequence_logprobs(model, seq2seq, batch), expected)
 
 
+def test_reference_of_an_adapter_model_is_its_base_with_adapters_disabled():
+    import contextlib
+
+    from torch import nn
+
+    class AdapterModel(nn.Module):  # the PEFT interface the reference relies on: disable_adapter()
+        def __init__(self):
+            super().__init__()
+            self.adapters_on = True
+
+        @contextlib.contextmanager
+        def disable_adapter(self):
+            self.adapters_on = False
+            try:
+                yield
+            finally:
+                self.adapters_on = True
+
+    model = AdapterModel()
+    with dpo_train.as_reference(model) as ref:
+        assert ref is model and not model.adapters_on  # no copy: the same weights, adapters off
+    assert model.adapters_on
+    plain = nn.Linear(2, 2)
+    with dpo_train.as_reference(plain) as ref:
+        assert ref is plain  # a plain model is scored as loaded, before any step
+
+
 def test_config_rules():
     with pytest.raises(ConfigError, match=r"label_smoothing applies to dpo\.loss=sigmoid"):
         load_dpo_config(SMOKE, ["dpo.loss=ipo", "dpo.label_smoothing=0.1"])
