@@ -49,6 +49,13 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="rl4text")
 
+    def resume_at(self, start: int) -> None:
+        """The run continues from ``start`` (known once a checkpoint is loaded): ETA and bar count from there."""
+        self.start, self.began = start, time.perf_counter()
+        if self.bar is not None:
+            self.bar.n = start
+            self.bar.refresh()
+
     def phase(self, name: str, iteration: int) -> None:
         """Show what the loop is doing now (rollout / update / eval / save)."""
         if self.bar is not None:

@@ -430,7 +430,7 @@ def sft_loop(run: SFTRun, log: RunLogger, checkpoints: Checkpointer, resume: boo
     elif resume:  # killed before its first checkpoint: start again, without the rows already logged
         log.truncate_after(-1)
     if log.progress is not None:
-        log.progress.start = run.step
+        log.progress.resume_at(run.step)
     if run.step == 0 and cfg.eval.at_start:
         log.metrics({"step": 0, "iteration": 0, **eval_row(run, log, 0)})
     set_dropout(run.model, s.dropout)

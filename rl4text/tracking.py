@@ -257,6 +257,26 @@ class WandbTracker:
             self.run.finish(exit_code=0 if final is not None else 1)
         except Exception as exc:
             _warn(f"W&B finish failed ({type(exc).__name__}: {exc})")
+        if self.mode == "offline":
+            self._wait_for_offline_log()
+
+    def _wait_for_offline_log(self, timeout: float = 30.0) -> None:
+        """wandb 0.31's ``finish`` returns before wandb-core has written the offline ``.wandb`` log (it holds
+        only its 7-byte header for up to a second): wait until it has content and stops growing, so that the
+        run folder is complete when the recipe returns (``rl4text compare`` may read it right away)."""
+        import time
+
+        sync_dir = Path(getattr(self.run.settings, "sync_dir", None) or "")
+        files = sorted(sync_dir.glob("*.wandb")) if sync_dir.is_dir() else []
+        if not files:
+            return
+        deadline, last = time.monotonic() + timeout, -1
+        while time.monotonic() < deadline:
+            size = files[0].stat().st_size
+            if size > 7 and size == last:
+                return
+            last = size
+            time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------------------------- TensorBoard

@@ -294,7 +294,7 @@ def run_loop(loop: Loop, resume: bool, callbacks: Sequence[Callback]) -> dict:
     elif resume:  # killed before its first checkpoint: start again, without the rows already logged
         loop.log.truncate_after(-1)
     if loop.log.progress is not None:
-        loop.log.progress.start = loop.start
+        loop.log.progress.resume_at(loop.start)
     if loop.start == 0 and cfg.eval.at_start:
         loop.log.metrics({"iteration": 0, **{f"eval/{k}": v for k, v in run_eval(loop, 0).items()}})
     last = loop.start

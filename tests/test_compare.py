@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -316,6 +317,13 @@ def test_real_wandb_offline_run(tmp_path, monkeypatch, capsys):
         run.log({"rollout/reward_mean": 0.1 * i, "kl/mean": 0.01 * i}, step=i)
     run.summary["eval/chrf"] = 12.5
     run.finish()
+    # wandb 0.31 returns from finish before its offline log is written (rl4text's tracker waits for it)
+    log = next((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+    for _ in range(150):
+        if log.stat().st_size > 7:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
 
     out = tmp_path / "cmp"
     assert main(["compare", str(tmp_path), "--output", str(out)]) == 0
