@@ -295,7 +295,7 @@ def _train(
     elif resume:  # killed before its first checkpoint: start again, without the rows already logged
         log.truncate_after(-1)
     if log.progress is not None:
-        log.progress.start = start
+        log.progress.resume_at(start)
 
     def checkpoint(step: int) -> None:
         checkpoints.save(step, c.model, optimizer, {"scheduler": scheduler.state_dict()})
