@@ -36,7 +36,7 @@ from rl4text.train import train
 
 PAIRS = "configs/data/vowel_pairs.jsonl"
 QUIET = ["tracking.wandb.enabled=false", "tracking.progress=none", "tracking.print_every=0"]
-RM_OVERRIDES = ["data.format=pairs", f"data.path={PAIRS}", "data.held_out=0.2", "eval.metrics=[]"]
+RM_OVERRIDES = ["data.format=pairs", f"data.path={PAIRS}", "data.held_out=0.2", "eval.metrics=[]", *QUIET]
 INDEPENDENT_RM_SEED = 100  # the independent judge of seed s is trained with seed 100 + s
 
 
