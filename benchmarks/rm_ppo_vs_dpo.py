@@ -25,11 +25,11 @@ import json
 import time
 from pathlib import Path
 
+from rl4text.commands.eval import evaluate_model, run_model_config
 from rl4text.compare import mean_ci
 from rl4text.config import load_config
 from rl4text.dpo.config import load_dpo_config
 from rl4text.dpo.train import train_dpo
-from rl4text.evaluate import evaluate_model, run_model_config
 from rl4text.rm.config import load_rm_config
 from rl4text.rm.train import train_rm
 from rl4text.train import train
