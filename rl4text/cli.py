@@ -1,4 +1,4 @@
-"""The ``rl4text`` command: ``train``, ``sft``, ``eval``, ``bench``, ``rm``, ``compare``, ``list``, ``quickstart``."""
+"""The ``rl4text`` command: ``train``, ``sft``, ``eval``, ``bench``, ``rm``, ``dpo``, ``compare``, ``list``, ``quickstart``."""
 
 from __future__ import annotations
 
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sft_parser(sub)
     add_small_parsers(sub)
     add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    from rl4text.dpo.cli import add_dpo_parser
+
+    add_dpo_parser(sub)  # rl4text dpo
     add_eval_parser(sub)
     add_bench_parser(sub)
     return parser

@@ -421,6 +421,12 @@ def validate(cfg: Config, source: str) -> None:
     if not cfg.reward.components:
         raise ConfigError(f"{source}: reward.components is empty; give at least one {{name, weight, args}}")
     check_device(cfg.train.device, f"{source}: train.device")
+    # an algorithm may check keys across sections (GRPO: rollout.batch_size % k) before any work starts
+    from rl4text.registry import ALGORITHMS
+
+    check = getattr(ALGORITHMS.get(cfg.algorithm.name), "check_run_config", None)
+    if check is not None:
+        check(cfg, source)
 
 
 # (key, rule) checked by _validate_numbers; "null ok" keys may also be None

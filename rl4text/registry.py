@@ -213,6 +213,7 @@ for _name, _spec in {
     "trpo": "rl4text.algorithms.trpo:TRPO",
     "nlpo": "rl4text.algorithms.nlpo:NLPO",
     "rloo": "rl4text.algorithms.rloo:RLOO",
+    "grpo": "rl4text.algorithms.grpo:GRPO",
 }.items():
     ALGORITHMS.register_lazy(_name, _spec)
 
