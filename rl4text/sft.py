@@ -575,7 +575,7 @@ def check_sft_config(cfg: Config, source: str = "<config>") -> None:
     """Registry checks shared with ``rl4text train`` plus SFT ones that need no model."""
     from rl4text.train import check_config_runs
 
-    check_config_runs(cfg, source)
+    check_config_runs(cfg, source, for_rl=False)
     if cfg.sft.tokenizer_training is not None:
         if cfg.model.random_init is None:
             raise ConfigError(

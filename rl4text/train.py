@@ -457,11 +457,14 @@ def save_final_model(c: Components, folder: Path) -> None:
         )
 
 
-def check_config_runs(cfg: Config, source: str = "<config>") -> None:
-    """Cheap checks that need the registries (names exist, batch sizes fit) before any model is loaded."""
+def check_config_runs(cfg: Config, source: str = "<config>", *, for_rl: bool = True) -> None:
+    """Cheap checks that need the registries (names exist, batch sizes fit) before any model is loaded.
+
+    ``for_rl=False`` (``rl4text sft``) skips the rule that only RL has: a random model needs ``model.tokenizer``
+    (SFT may train one with ``sft.tokenizer_training``)."""
     from rl4text.registry import METRICS, REWARDS, RegistryError
 
-    if cfg.model.random_init is not None and cfg.model.tokenizer is None:
+    if for_rl and cfg.model.random_init is not None and cfg.model.tokenizer is None:
         raise ConfigError(
             f"{source}: RL on a model.random_init model needs model.tokenizer (sft.tokenizer_training only applies "
             "to `rl4text sft`); to start RL from an SFT run, set model.name_or_path to its model/ folder"

@@ -185,3 +185,16 @@ def test_config_errors(capsys):
     with pytest.raises(ConfigError, match=r"sft\.max_steps"):
         load_config(SFT_SMOKE, ["sft.max_steps=0"])
     load_config("configs/smoke.yaml")  # RL configs without an sft section still load
+
+
+def test_sft_from_scratch_preset_passes_the_checks_rl_would_refuse():
+    """A random model with ``sft.tokenizer_training`` is valid for SFT (it trains its tokenizer), not for RL."""
+    from pathlib import Path
+
+    from rl4text.train import check_config_runs
+
+    preset = Path(__file__).resolve().parent.parent / "configs" / "sft_multi30k_t5_scratch.yaml"
+    cfg = load_config(preset)
+    check_sft_config(cfg, str(preset))
+    with pytest.raises(ConfigError, match=r"RL on a model\.random_init model needs model\.tokenizer"):
+        check_config_runs(cfg, str(preset))
