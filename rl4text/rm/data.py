@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rl4text.tasks import TaskDataError, open_text, read_jsonl_rows
 
-FORMATS = ("pairs", "rankings", "ratings", "summeval", "wmt22", "hh_rlhf")
+FORMATS = ("pairs", "rankings", "ratings", "summeval", "wmt22", "mqm", "hh_rlhf")
 
 
 @dataclass
@@ -207,6 +207,37 @@ def load_wmt22(folder: str | Path, score: str = "da_z", context: str = "source")
     return groups
 
 
+def load_mqm(folder: str | Path, reference: str | None = "ref", min_systems: int = 2) -> list[Group]:
+    """Expert MQM (WMT21 TED en->de): one group per *segment* (the split unit, so a held-out segment's
+    translations are never trained on); prompt = the English source; completions = the systems' German
+    translations; scores = MQM (minus the weighted error count, higher is better). ``reference`` names the
+    system whose text is the lexical baselines' reference (the human ``ref``) and is left out of the
+    completions; ``None`` keeps every system as a completion and gives no references."""
+    from rl4text.tasks.judgments import read_mqm
+
+    groups = []
+    for rec in read_mqm(folder):
+        systems = dict(rec["systems"])
+        refs = []
+        if reference is not None:
+            if reference not in systems:
+                continue  # no reference text for this segment: lexical baselines could not score it
+            refs = [systems.pop(reference)["text"]]
+        if len(systems) < min_systems:
+            continue
+        groups.append(
+            Group(
+                key=f"segment-{rec['seg_id']}",
+                prompt=rec["source"],
+                completions=[e["text"] for e in systems.values()],
+                scores=[e["score"] for e in systems.values()],
+                references=refs,
+                names=list(systems),
+            )
+        )
+    return groups
+
+
 ASSISTANT = "\n\nAssistant:"
 
 
@@ -245,6 +276,7 @@ def load_groups(fmt: str, path: str | Path | None = None, **options) -> list[Gro
     defaults = {
         "summeval": "summeval/summeval_100docs.jsonl",
         "wmt22": "wmt22_de_en",
+        "mqm": "mqm_ted_ende",
         "hh_rlhf": "hh-rlhf/harmless-base-test.jsonl.gz",
     }
     if path is None:
@@ -261,6 +293,7 @@ def load_groups(fmt: str, path: str | Path | None = None, **options) -> list[Gro
         "ratings": read_ratings,
         "summeval": load_summeval,
         "wmt22": load_wmt22,
+        "mqm": load_mqm,
         "hh_rlhf": load_hh_rlhf,
     }
     groups = readers[fmt](path, **options)
