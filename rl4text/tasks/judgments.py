@@ -168,7 +168,12 @@ def _read_mqm_errors(path: Path) -> dict[str, dict]:
             get = {c: parts[i] for c, i in col.items()}
             seg = segments.setdefault(
                 get["seg_id"],
-                {"seg_id": get["seg_id"], "doc": get["doc"], "source": _strip_span(get["source"]), "systems": {}},
+                {
+                    "seg_id": get["seg_id"],
+                    "doc": get["doc"],
+                    "source": _strip_span(get["source"]),
+                    "systems": {},
+                },
             )
             if seg["doc"] != get["doc"]:
                 raise TaskDataError(
