@@ -108,7 +108,7 @@ def test_mqm_missing_files(tmp_path):
     with pytest.raises(TaskDataError, match="missing folder"):
         read_mqm(tmp_path / "nowhere")
     (tmp_path / "mqm_ted_ende.tsv").write_text((FIXTURE / "mqm_ted_ende.tsv").read_text())
-    with pytest.raises(TaskDataError, match="mqm_ted_ende.avg_seg_scores.tsv"):
+    with pytest.raises(TaskDataError, match=r"mqm_ted_ende\.avg_seg_scores\.tsv"):
         read_mqm(tmp_path)
 
 
