@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rl4text.rm.cli import add_rm_parser
 
     add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    from rl4text.label.cli import add_label_parser
+
+    add_label_parser(sub)  # rl4text label new | serve | stats | export
     p = sub.add_parser(
         "eval",
         help="decode a split with a config's model or a run's trained model; write eval.json + predictions",
