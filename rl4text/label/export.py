@@ -8,7 +8,8 @@
 
 ``--min-agreement X`` keeps a pair only when at least a share X of its annotators chose the majority side
 (a tie counts against); ``--drop-failed-gold`` first drops every judgment of annotators whose gold accuracy is
-below ``--gold-threshold``. Gold items themselves are not exported. A line carries ``"references"`` when the
+below ``--gold-threshold``. Gold items themselves are not exported, nor pairs with an empty side (the
+``pairs`` reader refuses blank texts). A line carries ``"references"`` when the
 item has references (the RM evaluation's lexical baselines use them).
 """
 
@@ -42,7 +43,14 @@ def majority_pairs(
         judgments = [j for j in judgments if j["annotator"] not in dropped]
     pairs, report = (
         [],
-        {"units": 0, "no_majority": 0, "below_agreement": 0, "same_text": 0, "dropped_annotators": dropped},
+        {
+            "units": 0,
+            "no_majority": 0,
+            "below_agreement": 0,
+            "same_text": 0,
+            "blank_text": 0,
+            "dropped_annotators": dropped,
+        },
     )
     for (iid, a, b), labels in sorted(pair_labels(items, judgments).items()):
         report["units"] += 1
@@ -52,6 +60,9 @@ def majority_pairs(
         first, second = votes.count("first"), votes.count("second")
         if ta == tb:
             report["same_text"] += 1
+            continue
+        if not ta.strip() or not tb.strip():
+            report["blank_text"] += 1  # the pairs reader refuses an empty side (nothing to score)
             continue
         if first == second:
             report["no_majority"] += 1

@@ -187,6 +187,9 @@ class Store:
         check_annotator(annotator)
         now = time.time()
         con = self.connect()
+        con.execute(
+            "PRAGMA synchronous = NORMAL"
+        )  # a serve time lost to a power cut is harmless; judgments sync
         try:
             con.execute("BEGIN IMMEDIATE")
             done = {
