@@ -10,26 +10,21 @@ from starlette.testclient import TestClient
 
 from rl4text.cli import main
 from rl4text.label.app import create_app
-from rl4text.rm.toy import vowel_fraction
+from rl4text.label.simulate import judgment
 
 ANNOTATORS = {"ann1": 0.05, "ann2": 0.10, "ann3": 0.15}  # noise sd of each simulated annotator
 
 
 def simulate(project, seed: int) -> int:
-    """Each annotator judges every item it is given: prefers the higher vowel share (+ its noise), calls a
-    tie when the two are within 0.02, and answers the gold item. Returns the number of judgments posted."""
+    """Each annotator judges every item it is given (the scripted annotators of ``rl4text.label.simulate``:
+    more vowels is better, plus the annotator's noise; a tie within 0.02), gold included."""
     client = TestClient(create_app(project))
     posted = 0
     for k, (name, sd) in enumerate(ANNOTATORS.items()):
         rng = random.Random(seed * 10 + k)
         while (r := client.get("/api/next", params={"annotator": name}).json())["item"]:
-            score = [vowel_fraction(c["text"]) + rng.gauss(0, sd) for c in r["candidates"]]
-            best = max(range(len(score)), key=score.__getitem__)
-            order = [best] + [i for i in range(len(score)) if i != best]
-            tie = len(score) == 2 and abs(score[0] - score[1]) < 0.02
-            resp = client.post(
-                "/api/judgments", json={"item": r["item"], "annotator": name, "order": order, "tie": tie}
-            )
+            body = judgment(r, name, rng, prefer="vowels", noise=sd, tie_margin=0.02)
+            resp = client.post("/api/judgments", json=body)
             assert resp.status_code == 200, resp.text
             posted += 1
     return posted
