@@ -182,8 +182,17 @@ def load_wmt22(folder: str | Path, score: str = "da_z", context: str = "source")
     """WMT22 de->en: one group per segment with at least 2 human-scored translations; scores = ``score``
     (``da_z`` or ``da_raw``); the prompt is the ``source`` (German), the ``reference`` or both
     (``source+reference``)."""
+    import warnings
+
     from rl4text.tasks.judgments import read_wmt22
 
+    warnings.warn(
+        "WMT22 de->en DA scores do not line up with the segments (../shared/data/DATA.md, 'Known problem': "
+        "sentence chrF vs DA z, r = 0.015); do not use them as segment-level human judgments. For translation, "
+        "use data.format: mqm (expert MQM, WMT21 TED en->de).",
+        UserWarning,
+        stacklevel=2,
+    )
     if score not in ("da_z", "da_raw"):
         raise ValueError(f"WMT22 score must be 'da_z' or 'da_raw', got {score!r}")
     contexts = {"source": "{s}", "reference": "{r}", "source+reference": "{s}\n{r}"}
