@@ -102,7 +102,7 @@ READING = """
   above chance, as they should be, though weakly (chrF 0.546, BLEU 0.542, BERTScore 0.536 of 4,705 held-out pairs;
   per-segment τ ≈ 0.07–0.08), although the differences are not all small: of the held-out pairs, 30% differ by at
   most 1 point (one Minor error) and 44% by 5 or more (a Major error) — within one segment the 13 systems'
-  translations share most of their words, so a lexical overlap with the one reference separates them poorly. The RM (two epochs over 375 training segments, 376 steps, 33 min) is
+  translations share most of their words (not measured here), which would make overlap with one reference a weak separator. The RM (two epochs over 375 training segments, 376 steps, 33 min) is
   barely above chance (0.526, τ 0.047) and did not learn: its mean training loss went from 0.694 (epoch 1) to 0.691
   (epoch 2), ln 2 = 0.693. Its *pooled* τ is negative (−0.17): the score level it gives a segment runs against the
   segment's error count; we did not look further. The backbone is the likely limit: all-MiniLM-L6-v2 is an
