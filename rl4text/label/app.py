@@ -107,18 +107,12 @@ async def _json_body(request) -> dict:
     return body
 
 
-def create_app(folder: str | Path, *, token: str | None = None, allowed_hosts: set[str] | None = None):
-    """The ASGI app serving the project in ``folder``."""
-    import jinja2
-    from starlette.applications import Starlette
+def _api_routes(store: Store) -> list:
+    """The JSON API; SQLite calls run in the thread pool, so concurrent annotators write concurrently (WAL
+    serialises the commits)."""
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
-
-    store = Store(folder)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
-    )
 
     def api(handler):
         async def endpoint(request):
@@ -133,7 +127,6 @@ def create_app(folder: str | Path, *, token: str | None = None, allowed_hosts: s
 
         return endpoint
 
-    # SQLite calls run in the thread pool: concurrent annotators write concurrently (WAL serialises them)
     async def next_item(request):
         return await run_in_threadpool(store.next_item, request.query_params.get("annotator", ""))
 
@@ -149,27 +142,43 @@ def create_app(folder: str | Path, *, token: str | None = None, allowed_hosts: s
     async def undo(request):
         return await run_in_threadpool(store.undo, (await _json_body(request)).get("annotator"))
 
+    return [
+        Route("/api/next", api(next_item)),
+        Route("/api/judgments", api(judgments), methods=["POST"]),
+        Route("/api/skip", api(skip), methods=["POST"]),
+        Route("/api/undo", api(undo), methods=["POST"]),
+    ]
+
+
+def _page_routes(store: Store) -> list:
+    """The annotator's pages (Jinja2 with autoescape: every text is escaped) and the two static files."""
+    import jinja2
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+
+    def start_page(request, error: str = "", status: int = 200):
+        context = {"token": request.query_params.get("token", ""), "mode": store.settings["mode"]}
+        return HTMLResponse(env.get_template("start.html").render(error=error, **context), status_code=status)
+
     async def annotate(request):
         name = request.query_params.get("annotator", "")
-        context = {"token": request.query_params.get("token", ""), "mode": store.settings["mode"]}
         if not name:
-            return HTMLResponse(env.get_template("start.html").render(error="", **context))
+            return start_page(request)
         try:
             check_annotator(name)
         except LabelError as exc:
-            return HTMLResponse(
-                env.get_template("start.html").render(error=str(exc), **context), status_code=400
-            )
+            return start_page(request, str(exc), 400)
         data = await run_in_threadpool(store.next_item, name)
-        html = env.get_template("annotate.html").render(annotator=name, data=data, **context)
-        return HTMLResponse(html)
+        context = {"token": request.query_params.get("token", ""), "mode": store.settings["mode"]}
+        return HTMLResponse(env.get_template("annotate.html").render(annotator=name, data=data, **context))
 
     async def index(request):
-        return HTMLResponse(
-            env.get_template("start.html").render(
-                error="", token=request.query_params.get("token", ""), mode=store.settings["mode"]
-            )
-        )
+        return start_page(request)
 
     async def static(request):
         name = request.path_params["name"]
@@ -177,17 +186,15 @@ def create_app(folder: str | Path, *, token: str | None = None, allowed_hosts: s
             return Response("not found", status_code=404, media_type="text/plain")
         return Response((HERE / "static" / name).read_text(), media_type=STATIC[name])
 
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/annotate", annotate),
-            Route("/static/{name}", static),
-            Route("/api/next", api(next_item)),
-            Route("/api/judgments", api(judgments), methods=["POST"]),
-            Route("/api/skip", api(skip), methods=["POST"]),
-            Route("/api/undo", api(undo), methods=["POST"]),
-        ]
-    )
+    return [Route("/", index), Route("/annotate", annotate), Route("/static/{name}", static)]
+
+
+def create_app(folder: str | Path, *, token: str | None = None, allowed_hosts: set[str] | None = None):
+    """The ASGI app serving the project in ``folder`` (behind :class:`Guard`)."""
+    from starlette.applications import Starlette
+
+    store = Store(folder)
+    app = Starlette(routes=[*_page_routes(store), *_api_routes(store)])
     app.state.store = store
     return Guard(app, token=token, allowed_hosts=allowed_hosts)
 
