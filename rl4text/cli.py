@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sft_parser(sub)
     add_small_parsers(sub)
     add_rm_parser(sub)  # rl4text rm train | score | calibrate
+    from rl4text.label.cli import add_label_parser
+
+    add_label_parser(sub)  # rl4text label new | serve | stats | export
     from rl4text.dpo.cli import add_dpo_parser
 
     add_dpo_parser(sub)  # rl4text dpo

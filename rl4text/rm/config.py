@@ -16,13 +16,14 @@ from rl4text.config import ConfigError, TrackingConfig, build_dataclass, read_co
 class RMDataConfig:
     """Where the human judgments come from and how they are split."""
 
-    format: Literal["pairs", "rankings", "ratings", "summeval", "wmt22", "hh_rlhf"] = "pairs"
+    format: Literal["pairs", "rankings", "ratings", "summeval", "wmt22", "mqm", "hh_rlhf"] = "pairs"
     """Generic JSON lines (``pairs``/``rankings``/``ratings``, see ``rl4text.rm.data``) or a real dataset."""
     path: str | None = None
     """File or folder; the real datasets default to their place under ``$RL4TEXT_DATA``."""
     options: dict[str, Any] = field(default_factory=dict)
     """Loader options: summeval ``aspect`` (relevance); wmt22 ``score`` (da_z / da_raw), ``context``
-    (source / reference / source+reference)."""
+    (source / reference / source+reference); mqm ``reference`` (the system
+    used as the baselines' reference, default ``ref``; null: none) and ``min_systems`` (2)."""
     held_out: float = 0.2
     """Share of groups (documents, segments, prompts) held out for evaluation, never trained on."""
     split_seed: int = 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rl4text.tasks import TaskDataError, open_text, read_jsonl_rows
 
-FORMATS = ("pairs", "rankings", "ratings", "summeval", "wmt22", "hh_rlhf")
+FORMATS = ("pairs", "rankings", "ratings", "summeval", "wmt22", "mqm", "hh_rlhf")
 
 
 @dataclass
@@ -185,8 +185,17 @@ def load_wmt22(folder: str | Path, score: str = "da_z", context: str = "source")
     """WMT22 de->en: one group per segment with at least 2 human-scored translations; scores = ``score``
     (``da_z`` or ``da_raw``); the prompt is the ``source`` (German), the ``reference`` or both
     (``source+reference``)."""
+    import warnings
+
     from rl4text.tasks.judgments import read_wmt22
 
+    warnings.warn(
+        "WMT22 de->en DA scores do not line up with the segments (../shared/data/DATA.md, 'Known problem': "
+        "sentence chrF vs DA z, r = 0.015); do not use them as segment-level human judgments. For translation, "
+        "use data.format: mqm (expert MQM, WMT21 TED en->de).",
+        UserWarning,
+        stacklevel=2,
+    )
     if score not in ("da_z", "da_raw"):
         raise ValueError(f"WMT22 score must be 'da_z' or 'da_raw', got {score!r}")
     contexts = {"source": "{s}", "reference": "{r}", "source+reference": "{s}\n{r}"}
@@ -205,6 +214,37 @@ def load_wmt22(folder: str | Path, score: str = "da_z", context: str = "source")
                 scores=[float(e[score]) for e in scored.values()],
                 references=[rec["reference"]],
                 names=list(scored),
+            )
+        )
+    return groups
+
+
+def load_mqm(folder: str | Path, reference: str | None = "ref", min_systems: int = 2) -> list[Group]:
+    """Expert MQM (WMT21 TED en->de): one group per *segment* (the split unit, so a held-out segment's
+    translations are never trained on); prompt = the English source; completions = the systems' German
+    translations; scores = MQM (minus the weighted error count, higher is better). ``reference`` names the
+    system whose text is the lexical baselines' reference (the human ``ref``) and is left out of the
+    completions; ``None`` keeps every system as a completion and gives no references."""
+    from rl4text.tasks.judgments import read_mqm
+
+    groups = []
+    for rec in read_mqm(folder):
+        systems = dict(rec["systems"])
+        refs = []
+        if reference is not None:
+            if reference not in systems:
+                continue  # no reference text for this segment: lexical baselines could not score it
+            refs = [systems.pop(reference)["text"]]
+        if len(systems) < min_systems:
+            continue
+        groups.append(
+            Group(
+                key=f"segment-{rec['seg_id']}",
+                prompt=rec["source"],
+                completions=[e["text"] for e in systems.values()],
+                scores=[e["score"] for e in systems.values()],
+                references=refs,
+                names=list(systems),
             )
         )
     return groups
@@ -248,6 +288,7 @@ def load_groups(fmt: str, path: str | Path | None = None, **options) -> list[Gro
     defaults = {
         "summeval": "summeval/summeval_100docs.jsonl",
         "wmt22": "wmt22_de_en",
+        "mqm": "mqm_ted_ende",
         "hh_rlhf": "hh-rlhf/harmless-base-test.jsonl.gz",
     }
     if path is None:
@@ -264,6 +305,7 @@ def load_groups(fmt: str, path: str | Path | None = None, **options) -> list[Gro
         "ratings": read_ratings,
         "summeval": load_summeval,
         "wmt22": load_wmt22,
+        "mqm": load_mqm,
         "hh_rlhf": load_hh_rlhf,
     }
     groups = readers[fmt](path, **options)

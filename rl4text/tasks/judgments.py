@@ -126,3 +126,119 @@ def read_hh_rlhf(path: str | Path) -> list[dict]:
             {"chosen": row["chosen"], "rejected": row["rejected"], "line": int(where.rsplit(" ", 1)[1])}
         )
     return rows
+
+
+MQM_ERRORS = "mqm_ted_ende.tsv"
+MQM_SCORES = "mqm_ted_ende.avg_seg_scores.tsv"
+MQM_COLUMNS = ("system", "doc", "doc_id", "seg_id", "rater", "source", "target", "category", "severity")
+
+
+def _find(folder: Path, name: str) -> Path:
+    """``folder/name.gz`` or ``folder/name``."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    raise TaskDataError(f"missing file {folder / name}.gz (or {name}) in the MQM layout (see DATA.md)")
+
+
+def _strip_span(text: str) -> str:
+    """The text without MQM's ``<v>…</v>`` error-span marks."""
+    return text.replace("<v>", "").replace("</v>", "")
+
+
+def _read_mqm_errors(path: Path) -> dict[str, dict]:
+    """Per segment: source, document and each system's text (one error row or more per system)."""
+    segments: dict[str, dict] = {}
+    with open_text(path, newline="") as f:
+        header = f.readline().rstrip("\r\n").split("\t")
+        missing = [c for c in MQM_COLUMNS if c not in header]
+        if missing:
+            raise TaskDataError(
+                f"{path} line 1: header lacks {missing}; expected tab-separated columns {' '.join(MQM_COLUMNS)}"
+            )
+        col = {c: header.index(c) for c in MQM_COLUMNS}
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) < len(header):
+                raise TaskDataError(
+                    f"{path} line {n}: {len(parts)} tab-separated fields, the header has {len(header)}"
+                )
+            get = {c: parts[i] for c, i in col.items()}
+            seg = segments.setdefault(
+                get["seg_id"],
+                {
+                    "seg_id": get["seg_id"],
+                    "doc": get["doc"],
+                    "source": _strip_span(get["source"]),
+                    "systems": {},
+                },
+            )
+            if seg["doc"] != get["doc"]:
+                raise TaskDataError(
+                    f"{path} line {n}: segment {get['seg_id']} is in document {get['doc']!r} here but "
+                    f"{seg['doc']!r} on an earlier line"
+                )
+            text = _strip_span(get["target"])
+            entry = seg["systems"].setdefault(get["system"], {"text": text, "raters": set()})
+            if entry["text"] != text:
+                raise TaskDataError(
+                    f"{path} line {n}: system {get['system']!r}, segment {get['seg_id']}: the target "
+                    "differs from an earlier row's (after removing <v>…</v>)"
+                )
+            entry["raters"].add(get["rater"])
+    return segments
+
+
+def read_mqm(folder: str | Path) -> list[dict]:
+    """Expert MQM judgments (WMT21 TED talks en->de, ``mqm_ted_ende/``): one record per segment::
+
+        {"seg_id": "12", "doc": "talk.1", "source": "...",
+         "systems": {"Nemo": {"text": "...", "score": -1.0, "raters": ["rater4"]}, ..., "ref": {...}}}
+
+    Texts come from ``mqm_ted_ende.tsv[.gz]`` (one row per error, ``<v>…</v>`` marks removed), scores (minus
+    the weighted error count, higher is better) from ``mqm_ted_ende.avg_seg_scores.tsv[.gz]``. A system appears
+    in ``systems`` only when it has both a text and a score (``None`` = not rated is skipped); records are
+    sorted by document, then by segment number. The score file's ``ref-A`` is the text file's ``ref`` (the
+    human reference translation, also rated).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TaskDataError(f"missing folder {folder} (expected {MQM_ERRORS}.gz and {MQM_SCORES}.gz)")
+    segments = _read_mqm_errors(_find(folder, MQM_ERRORS))
+    scores_path = _find(folder, MQM_SCORES)
+    with open_text(scores_path) as f:
+        for n, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts or (n == 1 and parts[0] == "system"):
+                continue
+            where = f"{scores_path} line {n}"
+            if len(parts) != 3:
+                raise TaskDataError(f"{where}: expected 3 fields 'system mqm_avg_score seg_id', got {line!r}")
+            system, raw, seg_id = parts
+            if raw == "None":
+                continue
+            try:
+                score = float(raw)
+            except ValueError as exc:
+                raise TaskDataError(f"{where}: mqm_avg_score must be a number or None, got {raw!r}") from exc
+            systems = segments.get(seg_id, {}).get("systems", {})
+            entry = systems.get(system)
+            if entry is None and system.startswith("ref-"):
+                entry = systems.get("ref")  # the score file calls the text file's "ref" "ref-A"
+            if entry is not None:
+                entry["score"] = score + 0.0  # -0.0 -> 0.0
+    records = []
+    for seg in segments.values():
+        systems = {
+            name: {"text": e["text"], "score": e["score"], "raters": sorted(e["raters"])}
+            for name, e in sorted(seg["systems"].items())
+            if "score" in e
+        }
+        records.append({**seg, "systems": systems})
+
+    def order(rec: dict):
+        return (rec["doc"], int(rec["seg_id"]) if rec["seg_id"].isdigit() else 0, rec["seg_id"])
+
+    return sorted(records, key=order)
