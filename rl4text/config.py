@@ -36,8 +36,9 @@ class LoraSection:
     dropout: float = 0.0
     """Dropout on the adapters' input. 0 keeps rollout and update scoring the same function (PPO's ratio is 1 on
     the first step); anything else makes the update score a noisier policy than the one that sampled."""
-    target_modules: list[str] | None = None
-    """Module names to adapt (e.g. ``[q_proj, v_proj]``); ``null``: PEFT's default for the architecture."""
+    target_modules: list[str] | str | None = None
+    """Module names to adapt (e.g. ``[q_proj, v_proj]``), or ``all-linear``; ``null``: PEFT's default for the
+    architecture (the attention's query and value projections)."""
     keep_adapter: bool = False
     """Also write the adapter folder (``model/adapter/``, PEFT format) next to the merged ``model/``."""
 

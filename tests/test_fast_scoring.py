@@ -18,7 +18,13 @@ from .conftest import SAMPLES, tiny_model
 def full_scores(policy, r, temperature, allowed=None):
     """The old formula: full [B, T, V] float32 logits, log-softmax, gather; entropy from the full tensor."""
     logits, hidden = sequence_logits(
-        policy.model, policy.seq2seq, r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long(), True
+        policy.model,
+        policy.seq2seq,
+        r.prompt_ids,
+        r.prompt_mask,
+        r.response_ids,
+        r.response_mask.long(),
+        True,
     )
     logits = apply_action_mask(logits.float() / temperature, allowed)
     values = policy.value_head(hidden.float()).squeeze(-1)
@@ -34,14 +40,18 @@ def test_selective_logprobs_and_grad_equal_full_log_softmax(temperature):
     allowed.scatter_(-1, tokens[..., None], True)
     for mask in (None, allowed):
         full = token_logprobs(apply_action_mask(logits / temperature, mask), tokens)
-        fast = selective_logprobs(logits, tokens, temperature, mask, chunk=4)  # chunks that split rows unevenly
+        fast = selective_logprobs(
+            logits, tokens, temperature, mask, chunk=4
+        )  # chunks that split rows unevenly
         assert torch.allclose(fast, full, atol=1e-6)
         w = torch.randn(3, 5)
         (g_full,) = torch.autograd.grad((full * w).sum(), logits)
         (g_fast,) = torch.autograd.grad((fast * w).sum(), logits)
         assert torch.allclose(g_fast, g_full, atol=1e-6)
         ent = chunked_entropy(logits, temperature, mask, chunk=4)
-        assert torch.allclose(ent, entropy_from_logits(apply_action_mask(logits / temperature, mask)), atol=1e-5)
+        assert torch.allclose(
+            ent, entropy_from_logits(apply_action_mask(logits / temperature, mask)), atol=1e-5
+        )
 
 
 def test_hand_worked_selective_logprob():
@@ -98,10 +108,18 @@ def test_generation_scores_equal_scoring_pass(kind, tokenizer, temperature):
 def test_nlpo_generation_scores_equal_masked_scoring(kind, tokenizer):
     model, seq2seq = tiny_model(kind, tokenizer)
     policy = ActorCritic(model, seq2seq)
-    nlpo = NLPO(NLPOConfig(top_mask=0.5, min_tokens_to_keep=2), policy, torch.optim.SGD(policy.parameters(), lr=0))
+    nlpo = NLPO(
+        NLPOConfig(top_mask=0.5, min_tokens_to_keep=2), policy, torch.optim.SGD(policy.parameters(), lr=0)
+    )
     torch.manual_seed(5)
     r = collect_rollout(
-        policy, None, tokenizer, SAMPLES * 2, max_new_tokens=8, max_prompt_length=24, temperature=0.8,
+        policy,
+        None,
+        tokenizer,
+        SAMPLES * 2,
+        max_new_tokens=8,
+        max_prompt_length=24,
+        temperature=0.8,
         action_masker=nlpo.action_masker,
     )
     assert isinstance(r.action_mask, PackedMask)
@@ -110,7 +128,12 @@ def test_nlpo_generation_scores_equal_masked_scoring(kind, tokenizer):
     with torch.no_grad():
         lp, _, _ = full_scores(policy, r, 0.8, allowed)
         scored = policy.score(
-            r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long(), 0.8, action_mask=r.action_mask,
+            r.prompt_ids,
+            r.prompt_mask,
+            r.response_ids,
+            r.response_mask.long(),
+            0.8,
+            action_mask=r.action_mask,
             entropy=True,
         )
     m = r.response_mask

@@ -127,7 +127,10 @@ def test_sampled_tokens_are_allowed_and_scored_renormalised(kind, tokenizer, top
         action_masker=nlpo.action_masker,
     )
     V = r.action_mask.unpack().shape[-1]
-    assert r.action_mask.unpack().shape == (*r.response_ids.shape, V) and r.action_mask.unpack().dtype == torch.bool
+    assert (
+        r.action_mask.unpack().shape == (*r.response_ids.shape, V)
+        and r.action_mask.unpack().dtype == torch.bool
+    )
     assert r.action_mask.unpack()[r.response_mask == 0].all()  # no action after the end: nothing masked there
     sure = borderline = shrunk = 0
     gaps = []

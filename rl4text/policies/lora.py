@@ -159,4 +159,12 @@ def merged_for_saving(model: nn.Module) -> nn.Module:
     so call it last: the PEFT wrapper is gone afterwards). A model without adapters is returned as it is."""
     if not is_peft(model):
         return model
+    base = model.get_base_model()
+    head, embed = base.get_output_embeddings(), base.get_input_embeddings()
+    head_weight = getattr(getattr(head, "base_layer", head), "weight", None)
+    if head is not None and hasattr(head, "base_layer") and head_weight is embed.weight:
+        # an adapted LM head tied to the input embeddings: merging would change the embeddings too, so untie
+        head.base_layer.weight = nn.Parameter(head_weight.detach().clone())
+        for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
+            config.tie_word_embeddings = False
     return model.merge_and_unload()
