@@ -64,13 +64,12 @@ def train_samples(n: int) -> list[dict]:
 
 
 def run_rl4text(args) -> dict:
-    from rl4text.config import load_config
+    from rl4text.config import apply_overrides, config_from_dict, load_yaml
     from rl4text.runtime import read_jsonl
     from rl4text.train import train
 
     preset = Path(__file__).resolve().parents[1] / "rl4text" / "presets" / "quickstart.yaml"
     overrides = [
-        "algorithm.name=rloo",
         f"algorithm.k={K}",
         f"algorithm.kl_coef={KL}",
         "algorithm.n_epochs=1",
@@ -87,7 +86,9 @@ def run_rl4text(args) -> dict:
         "tracking.progress=none",
         *args.rl4text_override,
     ]
-    cfg = load_config(preset, overrides)
+    data = load_yaml(preset.read_text(), str(preset))
+    data["algorithm"] = {"name": "rloo"}  # the preset's PPO keys do not apply
+    cfg = config_from_dict(apply_overrides(data, overrides), f"{preset} (rloo)")
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run")
         rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "time/iteration_s" in r]
@@ -202,7 +203,7 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
         f"transformers {trl_versions.get('transformers', '?')}, TRL {trl_versions.get('trl', '?')} (own venv).",
         f"Workload: {PROMPTS} prompts x {K} samples = {PROMPTS * K} episodes per step, {NEW_TOKENS} new tokens, chrF "
         f"reward, KL {KL}, one gradient step per step, fp32, lr {LR}. Runs alternated "
-        f"{' '.join(['trl rl4text'] * args.rounds)}; each process {args.warmup} warm-up step(s) then {args.steps} "
+        f"{' '.join(['rl4text trl'] * args.rounds)}; each process {args.warmup} warm-up step(s) then {args.steps} "
         "measured; the machine is shared with other sessions, so absolute times vary, the ratios are what counts.",
         "",
         "| framework | measured steps | median s/step | peak RSS (GB) | generated tokens/s |",
@@ -237,9 +238,12 @@ def main() -> None:
     if args.worker:
         return worker(args)
     runs: dict[str, list[dict]] = {"rl4text": [], "trl": []}
+    partial = Path(args.output).with_suffix(".partial.json")
     for _ in range(args.rounds):
-        runs["trl"].append(launch("trl", args.trl_python, args))
         runs["rl4text"].append(launch("rl4text", sys.executable, args))
+        partial.write_text(json.dumps(runs) + "\n")
+        runs["trl"].append(launch("trl", args.trl_python, args))
+        partial.write_text(json.dumps(runs) + "\n")
     text = report(
         runs, args, " ".join(["OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", ""), *sys.argv])
     )

@@ -152,7 +152,7 @@ def test_lora_trains_resumes_exactly_and_saves_a_merged_model(tmp_path, model_ov
 
 
 def test_lora_with_a_separate_critic_is_refused():
-    with pytest.raises(ConfigError, match="model.critic=separate"):
+    with pytest.raises(ConfigError, match=r"model\.critic=separate"):
         load_config(SMOKE, [*LORA, "model.critic=separate"])
 
 
@@ -169,3 +169,34 @@ def test_lora_checkpoint_and_nlpo_snapshot_hold_only_adapters(tmp_path):
     ckpt = sorted((tmp_path / "run" / "checkpoints").glob("iter_*"))[-1]
     state = load_file(ckpt / "state.safetensors")
     assert state and all("lora_" in k for k in state if "mask_model" in k)
+
+
+def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer):
+    from rl4text.policies.actor_critic import enable_gradient_checkpointing
+
+    results = []
+    for checkpointing in (False, True):
+        model, seq2seq = tiny_model("causal", tokenizer)
+        policy = ActorCritic(model, seq2seq)
+        if checkpointing:
+            enable_gradient_checkpointing(policy)
+        algo = PPO(
+            PPOConfig(n_epochs=1, minibatch_size=8), policy, torch.optim.SGD(policy.parameters(), lr=0.5)
+        )
+        torch.manual_seed(0)
+        r = collect_rollout(policy, None, tokenizer, SAMPLES * 2, max_new_tokens=8, max_prompt_length=24)
+        batch = algo.prepare(r, r.response_mask * 0.5)
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            policy.score(r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long())
+        algo.update(batch)
+        assert not model.training  # back in eval mode after the update
+        results.append(({n: p.detach().clone() for n, p in policy.named_parameters()}, sum(saved)))
+    (p1, bytes1), (p2, bytes2) = results
+    assert bytes2 < 0.7 * bytes1  # activations of the layers are recomputed, not kept
+    assert max((p1[n] - p2[n]).abs().max().item() for n in p1) <= 1e-6
