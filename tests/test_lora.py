@@ -188,7 +188,7 @@ def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer):
         batch = algo.prepare(r, r.response_mask * 0.5)
         saved = []
 
-        def pack(t):
+        def pack(t, saved=saved):
             saved.append(t.numel() * t.element_size())
             return t
 
