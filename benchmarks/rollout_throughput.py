@@ -4,8 +4,10 @@ For each model setting, every method samples the same number of new tokens for t
 
 - ``hf_generate``: ``model.generate(do_sample=True, min_new_tokens=T, max_new_tokens=T)``.
 - ``rl4text_generate``: :func:`rl4text.rollout.generate` alone.
-- ``rl4text_rollout``: :func:`rl4text.rollout.collect_rollout`, i.e. generation plus one policy/value
-  scoring pass and one reference scoring pass: the full cost of an RL rollout.
+- ``rl4text_rollout``: :func:`rl4text.rollout.collect_rollout`, i.e. generation (which also records the policy's
+  log-probs and values) plus one reference scoring pass: the full cost of an RL rollout.
+- ``rl4text_rollout_rescored``: the same with ``score_from_generation=False``: a separate policy/value scoring
+  pass after generation (the layout before issue 13).
 - ``naive_no_cache``: token-by-token sampling that re-runs the whole model over prompt + tokens so far at
   every step, without a KV cache (what RL4LMs' seq2seq rollout did): the cost the KV-cached design avoids.
 
@@ -41,11 +43,12 @@ from rl4text.models import load_model, load_tokenizer
 from rl4text.policies.actor_critic import ActorCritic, causal_position_ids, decoder_start_id, frozen_copy
 from rl4text.rollout import collect_rollout, encode_samples, generate
 
-METHODS = ["hf_generate", "rl4text_generate", "rl4text_rollout", "naive_no_cache"]
+METHODS = ["hf_generate", "rl4text_generate", "rl4text_rollout", "rl4text_rollout_rescored", "naive_no_cache"]
 # (numerator, denominator) of the reported throughput ratios
 RATIOS = [
     ("rl4text_generate", "hf_generate"),
     ("rl4text_rollout", "hf_generate"),
+    ("rl4text_rollout_rescored", "hf_generate"),
     ("rl4text_generate", "naive_no_cache"),
 ]
 MAX_PROMPT_LENGTH = 256  # long enough that no benchmark prompt is truncated
@@ -220,7 +223,7 @@ def rl4text_generate(b: Bench) -> torch.Tensor:
     return response_ids
 
 
-def rl4text_rollout(b: Bench) -> torch.Tensor:
+def rl4text_rollout(b: Bench, score_from_generation: bool = True) -> torch.Tensor:
     """The whole rollout, from the raw samples (prompt encoding and decoding included) to scored episodes."""
     rollout = collect_rollout(
         b.policy,
@@ -232,6 +235,7 @@ def rl4text_rollout(b: Bench) -> torch.Tensor:
         temperature=1.0,
         use_chat_template=b.use_chat_template,
         logits_processor=b.suppress_eos,
+        score_from_generation=score_from_generation,
     )
     assert rollout.logprobs is not None and rollout.values is not None and rollout.ref_logprobs is not None
     return rollout.response_ids
@@ -272,6 +276,7 @@ METHOD_FNS: dict[str, Callable[[Bench], torch.Tensor]] = {
     "hf_generate": hf_generate,
     "rl4text_generate": rl4text_generate,
     "rl4text_rollout": rl4text_rollout,
+    "rl4text_rollout_rescored": lambda b: rl4text_rollout(b, score_from_generation=False),
     "naive_no_cache": naive_no_cache,
 }
 

@@ -2,9 +2,12 @@
 
 A checkpoint is a folder ``iter_NNNNNN/`` holding only safetensors and JSON:
 
-- ``policy.safetensors``: the policy's weights (value head included);
+- ``policy.safetensors``: the policy's weights (value head included); when some parameters are frozen (LoRA),
+  only the trainable ones (``manifest.json`` says ``"weights": "trainable"``) -- the frozen base is the model
+  the run started from;
 - ``optimizer.safetensors`` + ``optimizer.json``: ``optimizer.state_dict()``, its tensors in the safetensors file
-  and everything else (param groups, learning rates, step counts that are not tensors) in the JSON file;
+  and everything else (param groups, learning rates, step counts that are not tensors) in the JSON file
+  (absent from a final checkpoint saved without its optimiser: ``"optimizer": false`` in the manifest);
 - ``state.safetensors`` + ``state.json``: the loop state (``iteration``, ``rng`` of Python/NumPy/PyTorch, the
   prompt sampler, reward normaliser, KL controller, algorithm state such as NLPO's mask model) the same way;
 - ``manifest.json``, written last: the size and SHA-256 of every file, so a truncated or altered file is found.
@@ -177,13 +180,18 @@ def save_checkpoint(
     tmp = folder / f".tmp_iter_{iteration:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(policy, str(tmp / "policy.safetensors"))  # handles tied embeddings
-    _write_part(tmp, "optimizer", optimizer.state_dict())
+    trainable = _trainable_only(policy)
+    if trainable is None:
+        save_model(policy, str(tmp / "policy.safetensors"))  # handles tied embeddings
+    else:
+        save_file(trainable, str(tmp / "policy.safetensors"), metadata={"format": FORMAT})
+    if optimizer is not None:
+        _write_part(tmp, "optimizer", optimizer.state_dict())
     _write_part(tmp, "state", {"iteration": iteration, "rng": rng_state(), **loop_state})
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
-    _fsync_write(
-        tmp / MANIFEST, json.dumps({"format": FORMAT, "iteration": iteration, "files": files}) + "\n"
-    )
+    manifest = {"format": FORMAT, "iteration": iteration, "files": files}
+    manifest.update(weights="all" if trainable is None else "trainable", optimizer=optimizer is not None)
+    _fsync_write(tmp / MANIFEST, json.dumps(manifest) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     pointer_tmp = folder / f".{LATEST}.tmp"
@@ -193,6 +201,14 @@ def save_checkpoint(
     for p in old[: max(0, len(old) - keep)]:
         shutil.rmtree(p)
     return final
+
+
+def _trainable_only(policy: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The trainable parameters by name when some are frozen (LoRA), else None (save everything)."""
+    params = list(policy.named_parameters())
+    if all(p.requires_grad for _, p in params):
+        return None
+    return {n: p.detach().contiguous() for n, p in params if p.requires_grad}
 
 
 def check_checkpoint(path: Path) -> None:
@@ -206,12 +222,14 @@ def check_checkpoint(path: Path) -> None:
         )
     manifest = path / MANIFEST
     try:
-        files = json.loads(manifest.read_text())["files"]
+        doc = json.loads(manifest.read_text())
+        files = doc["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{manifest}: missing or unreadable ({exc}); the checkpoint is incomplete"
         ) from None
-    needed = {"policy.safetensors"} | {f"{p}.{ext}" for p in PARTS for ext in ("safetensors", "json")}
+    parts = PARTS if doc.get("optimizer", True) else ("state",)
+    needed = {"policy.safetensors"} | {f"{p}.{ext}" for p in parts for ext in ("safetensors", "json")}
     for name in sorted(needed | set(files)):
         file = path / name
         if name not in files:
@@ -264,14 +282,29 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer) -> dict:
     """
     path = Path(path)
     check_checkpoint(path)
+    manifest = json.loads((path / MANIFEST).read_text())
     try:
-        missing, unexpected = load_model(policy, str(path / "policy.safetensors"), strict=False)
+        if manifest.get("weights", "all") == "trainable":
+            tensors = load_file(str(path / "policy.safetensors"))
+            names = {n for n, p in policy.named_parameters() if p.requires_grad}
+            missing, unexpected = sorted(names - set(tensors)), sorted(set(tensors) - names)
+            if not missing and not unexpected:
+                policy.load_state_dict(tensors, strict=False)
+        else:
+            missing, unexpected = load_model(policy, str(path / "policy.safetensors"), strict=False)
         if unexpected or missing:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this model: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
+                f"unexpected {sorted(unexpected)[:5]} (a LoRA checkpoint needs the same model.lora settings)"
             )
-        optimizer.load_state_dict(_read_part(path, "optimizer"))
+        if manifest.get("optimizer", True):
+            optimizer.load_state_dict(_read_part(path, "optimizer"))
+        else:
+            warnings.warn(
+                f"{path} was saved without optimiser state (train.save_final_optimizer=false): the optimiser "
+                "starts afresh, so the continued run is not the one an uninterrupted run would have made",
+                stacklevel=2,
+            )
         return _read_part(path, "state")
     except (SafetensorError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {exc}") from exc

@@ -26,6 +26,24 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraSection:
+    """LoRA adapters through PEFT (``model.lora``); ``null`` is full fine-tuning."""
+
+    r: int = 8
+    """Rank of each adapter."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is ``alpha / r * B A``."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input. 0 keeps rollout and update scoring the same function (PPO's ratio is 1 on
+    the first step); anything else makes the update score a noisier policy than the one that sampled."""
+    target_modules: list[str] | str | None = None
+    """Module names to adapt (e.g. ``[q_proj, v_proj]``), or ``all-linear``; ``null``: PEFT's default for the
+    architecture (the attention's query and value projections)."""
+    keep_adapter: bool = False
+    """Also write the adapter folder (``model/adapter/``, PEFT format) next to the merged ``model/``."""
+
+
+@dataclass
 class ModelConfig:
     """The policy model."""
 
@@ -43,6 +61,14 @@ class ModelConfig:
     """Value head on the policy's trunk (``shared``) or on a separate copy of the base model."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype of the policy and reference models."""
+    autocast: bool = False
+    """Run every forward pass under bfloat16 autocast (weights and optimiser stay in ``dtype``). On GPUs; on a
+    CPU only with AVX-512 BF16 (``benchmarks/results/memory.md`` measures it); fp32 is the CPU default."""
+    reference_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Dtype of the frozen reference copy under full fine-tuning (``null``: ``dtype``); bfloat16 halves it."""
+    lora: LoraSection | None = None
+    """LoRA adapters (``{r, alpha, dropout, target_modules}``); ``null``: full fine-tuning. The reference is
+    then the base model with the adapters disabled (no copy)."""
     use_chat_template: bool | None = None
     """Wrap prompts in the tokenizer's chat template (causal instruct models). ``None``: when the tokenizer has one."""
 
@@ -99,6 +125,9 @@ class RolloutConfig:
     """Prompts are cut to this many tokens (from the left for causal models, keeping the end of the prompt)."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are computed under the same tempered distribution."""
+    score_from_generation: bool = True
+    """Take the behaviour log-probs and values from the sampling loop (no second forward pass; equal to the
+    scoring pass to ~1e-6 in fp32). ``false``: score the finished responses in one separate forward pass."""
 
 
 @dataclass
@@ -117,8 +146,16 @@ class TrainConfig:
     """Seeds Python, NumPy and PyTorch; the same seed gives the same metrics on the same machine."""
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:1`` ...; ``auto`` picks CUDA when available."""
-    save_every: int = 0
-    """Checkpoint every N iterations (0: only at the end)."""
+    save_every: int = 50
+    """Checkpoint every N iterations (0: only at the end); each checkpoint's size is printed when written."""
+    save_final_optimizer: bool = True
+    """Keep the optimiser state in the final checkpoint (needed to ``--resume`` with more iterations exactly);
+    false makes the final save about a third of the size (full fine-tuning with AdamW)."""
+    micro_batch_size: int | None = None
+    """Episodes per forward/backward pass; a minibatch (``algorithm.minibatch_size``) is split into micro-batches
+    whose gradients accumulate into one step (the same update, lower peak memory). ``null``: whole minibatches."""
+    gradient_checkpointing: bool = False
+    """Recompute the trunk's activations in the backward pass (less memory, ~30% more update time)."""
     keep_checkpoints: int = 2
     """How many most recent checkpoints to keep."""
     save_final_model: bool = True
@@ -411,6 +448,16 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: model.random_init needs model.tokenizer (e.g. 'char') or sft.tokenizer_training"
             )
+    if m.lora is not None and m.critic == "separate":
+        raise ConfigError(
+            f"{source}: model.lora with model.critic=separate would copy the whole base model for the critic; "
+            "with LoRA use model.critic=shared (the value head on the policy's trunk), or set model.lora: null"
+        )
+    if m.lora is not None and (m.lora.r < 1 or m.lora.alpha <= 0 or not 0 <= m.lora.dropout < 1):
+        raise ConfigError(
+            f"{source}: model.lora needs r >= 1, alpha > 0 and 0 <= dropout < 1, got r={m.lora.r}, "
+            f"alpha={m.lora.alpha}, dropout={m.lora.dropout}"
+        )
     _validate_sft(cfg, source)
     _validate_numbers(cfg, source)
     if cfg.eval.num_beams > 1 and cfg.eval.do_sample:
@@ -440,7 +487,13 @@ _POSITIVE = [
     "eval.batch_size",
     "eval.num_beams",
 ]
-_POSITIVE_OR_NULL = ["train.value_learning_rate", "eval.max_samples", "eval.max_new_tokens", "reward.clip"]
+_POSITIVE_OR_NULL = [
+    "train.value_learning_rate",
+    "train.micro_batch_size",
+    "eval.max_samples",
+    "eval.max_new_tokens",
+    "reward.clip",
+]
 _NON_NEGATIVE = [
     "train.iterations",
     "train.save_every",

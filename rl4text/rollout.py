@@ -9,7 +9,7 @@ samples from ``softmax(logits / temperature)``, an episode ends at EOS (``termin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -22,6 +22,7 @@ from rl4text.policies.actor_critic import (
     decoder_start_id,
     reference_logprobs,
 )
+from rl4text.policies.scoring import PackedMask
 from rl4text.text import decode_responses, encode_prompts, format_prompt
 
 # (logits [B, V] of the current step, generated tokens so far [B, t]) -> logits [B, V]; e.g. NLPO's action mask.
@@ -71,8 +72,8 @@ class Rollout:
     """``[B, T]`` critic values of the state before each token."""
     ref_logprobs: torch.Tensor | None = None
     """``[B, T]`` reference-model log-probs of the sampled tokens (for the KL penalty, never masked)."""
-    action_mask: torch.Tensor | None = None
-    """``[B, T, V]`` bool allowed tokens at each step, when an :class:`ActionMasker` restricted sampling."""
+    action_mask: PackedMask | None = None
+    """``[B, T, V]`` allowed tokens at each step (bit-packed), when an :class:`ActionMasker` restricted sampling."""
     temperature: float = 1.0
     """The sampling temperature; ``logprobs`` are of ``softmax(logits / temperature)`` and updates score under it."""
 
@@ -112,8 +113,19 @@ class IncrementalDecoder:
     Shared by :func:`generate` and anything that must follow the same states in lockstep (NLPO's mask policy).
     """
 
-    def __init__(self, model: nn.Module, seq2seq: bool, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    def __init__(
+        self,
+        model: nn.Module,
+        seq2seq: bool,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        *,
+        output_hidden: bool = False,
+    ):
         self.model, self.seq2seq, self.prompt_mask = model, seq2seq, prompt_mask
+        self.output_hidden = output_hidden
+        self.hidden: torch.Tensor | None = None
+        """``[B, H]`` the last layer's hidden state at the current position (with ``output_hidden``)."""
         self.cache = new_cache(model, seq2seq)
         if seq2seq:
             self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
@@ -124,6 +136,7 @@ class IncrementalDecoder:
                 decoder_input_ids=start.to(prompt_ids.device),
                 cache=self.cache,
                 use_cache=True,
+                output_hidden_states=output_hidden,
             )
         else:
             self.attn = prompt_mask.clone()
@@ -135,10 +148,17 @@ class IncrementalDecoder:
                 position_ids=causal_position_ids(self.attn),
                 cache=self.cache,
                 use_cache=True,
+                output_hidden_states=output_hidden,
                 **keep,
             )
+        self._read(out)
+
+    def _read(self, out) -> None:
         self.cache = out.cache
         self.logits = out.logits[:, -1].float()
+        if self.output_hidden:
+            states = out.decoder_hidden_states if self.seq2seq else out.hidden_states
+            self.hidden = states[-1][:, -1]
 
     def advance(self, token: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """Feed ``token: [B]``; rows not ``alive: [B]`` (finished) are fed padding the model does not attend to."""
@@ -150,6 +170,7 @@ class IncrementalDecoder:
                 decoder_input_ids=step,
                 cache=self.cache,
                 use_cache=True,
+                output_hidden_states=self.output_hidden,
             )
         else:
             self.attn = torch.cat([self.attn, alive.long()[:, None]], dim=1)
@@ -159,10 +180,34 @@ class IncrementalDecoder:
                 position_ids=causal_position_ids(self.attn)[:, -1:],
                 cache=self.cache,
                 use_cache=True,
+                output_hidden_states=self.output_hidden,
             )
-        self.cache = out.cache
-        self.logits = out.logits[:, -1].float()
+        self._read(out)
         return self.logits
+
+
+@dataclass
+class StepScores:
+    """What the sampling loop records when asked (``generate(..., record=StepScores(...))``): the behaviour
+    policy's log-prob of every sampled token and, with ``hidden=True``, the trunk's last hidden state that
+    scored it -- the very numbers a separate scoring pass would recompute. ``B`` episodes, ``T`` steps."""
+
+    hidden: bool = False
+    """Also keep the ``[B, H]`` hidden state of every step (for the shared critic's values)."""
+    masked: bool = False
+    """Log-probs of the processed (masked) distribution (NLPO) rather than of the tempered logits alone."""
+    logprobs: list[torch.Tensor] = field(default_factory=list)
+    states: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, tempered: torch.Tensor, processed: torch.Tensor, token: torch.Tensor, hidden) -> None:
+        logits = processed if self.masked else tempered
+        self.logprobs.append(torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1))
+        if self.hidden:
+            self.states.append(hidden)
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logprobs [B, T], hidden [B, T, H] or None)``."""
+        return torch.stack(self.logprobs, 1), (torch.stack(self.states, 1) if self.hidden else None)
 
 
 @torch.no_grad()
@@ -178,23 +223,28 @@ def generate(
     do_sample: bool = True,
     temperature: float = 1.0,
     logits_processor: LogitsProcessor | None = None,
+    record: StepScores | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample responses with the KV cache: ``[B, P]`` prompts -> ``(response_ids [B, T], response_mask [B, T])``.
 
     ``logits_processor(logits / temperature, generated)`` may reshape each step's distribution (e.g. NLPO's mask);
-    stops when every sequence has emitted EOS or after ``max_new_tokens``.
+    stops when every sequence has emitted EOS or after ``max_new_tokens``. ``record`` collects each step's
+    log-prob (and hidden state) of the sampled token, so a rollout can skip its scoring pass.
     """
     B = prompt_ids.shape[0]
-    decoder = IncrementalDecoder(model, seq2seq, prompt_ids, prompt_mask)
+    want_hidden = record is not None and record.hidden
+    decoder = IncrementalDecoder(model, seq2seq, prompt_ids, prompt_mask, output_hidden=want_hidden)
     tokens, masks = [], []
     finished = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
     for t in range(max_new_tokens):
-        logits = decoder.logits / temperature
+        tempered = logits = decoder.logits / temperature
         if logits_processor is not None:
             generated = torch.stack(tokens, 1) if tokens else prompt_ids.new_zeros((B, 0))
             logits = logits_processor(logits, generated)
         token = _pick(logits, do_sample)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
+        if record is not None:
+            record.add(tempered, logits, token, decoder.hidden)
         tokens.append(token)
         masks.append((~finished).float())
         finished = finished | (token == eos_id)
@@ -226,56 +276,71 @@ def collect_rollout(
     with_values: bool = True,
     action_masker: ActionMasker | None = None,
     logits_processor: LogitsProcessor | None = None,
+    score_from_generation: bool = True,
 ) -> Rollout:
     """Generate one episode per sample and score it (policy log-probs, values, reference log-probs).
 
     With an ``action_masker`` (NLPO) sampling and the policy's log-probs use the masked distribution; the
     reference log-probs (for the KL penalty) stay unmasked. ``logits_processor`` alone only shapes sampling.
+    ``score_from_generation`` takes the behaviour log-probs and (shared-critic) values from the sampling loop
+    itself instead of a second forward pass (equal to ~1e-6 in fp32, ``tests/test_fast_scoring.py``); a separate
+    critic always gets its own scoring pass.
     """
     device = policy.device
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
     )
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    response_ids, response_mask = generate(
-        policy.model,
-        policy.seq2seq,
-        prompt_ids,
-        prompt_mask,
-        max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_token_id,
-        pad_id=tokenizer.pad_token_id,
-        do_sample=True,
-        temperature=temperature,
-        logits_processor=action_masker.processor(prompt_ids, prompt_mask, temperature)
-        if action_masker
-        else logits_processor,
-    )
-    action_mask = None
-    if action_masker is not None:
-        action_mask = action_masker.sequence_mask(
-            prompt_ids, prompt_mask, response_ids, response_mask.long(), temperature
-        )
-    scored = policy.score(
-        prompt_ids,
-        prompt_mask,
-        response_ids,
-        response_mask.long(),
-        temperature,
-        with_values=with_values,
-        action_mask=action_mask,
-    )
-    ref = None
-    if reference is not None:
-        ref = reference_logprobs(
-            reference,
+    from_gen = score_from_generation and not (with_values and policy.critic_model is not None)
+    record = StepScores(hidden=with_values, masked=action_masker is not None) if from_gen else None
+    with policy.autocast():
+        response_ids, response_mask = generate(
+            policy.model,
             policy.seq2seq,
             prompt_ids,
             prompt_mask,
-            response_ids,
-            response_mask.long(),
-            temperature,
+            max_new_tokens=max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            do_sample=True,
+            temperature=temperature,
+            logits_processor=action_masker.processor(prompt_ids, prompt_mask, temperature)
+            if action_masker
+            else logits_processor,
+            record=record,
         )
+        action_mask = None
+        if action_masker is not None:
+            action_mask = PackedMask.pack(
+                action_masker.sequence_mask(
+                    prompt_ids, prompt_mask, response_ids, response_mask.long(), temperature
+                )
+            )
+        if record is not None:
+            logprobs, hidden = record.stacked()
+            values = policy.value_head(hidden.float()).squeeze(-1) if hidden is not None else None
+        else:
+            scored = policy.score(
+                prompt_ids,
+                prompt_mask,
+                response_ids,
+                response_mask.long(),
+                temperature,
+                with_values=with_values,
+                action_mask=action_mask,
+            )
+            logprobs, values = scored.logprobs, scored.values
+        ref = None
+        if reference is not None:
+            ref = reference_logprobs(
+                reference,
+                policy.seq2seq,
+                prompt_ids,
+                prompt_mask,
+                response_ids,
+                response_mask.long(),
+                temperature,
+            ).clone()  # out of inference mode
     mask = response_mask
     return Rollout(
         samples=samples,
@@ -284,8 +349,8 @@ def collect_rollout(
         response_ids=response_ids,
         response_mask=mask,
         completions=decode_responses(tokenizer, response_ids.cpu(), mask.cpu()),
-        logprobs=scored.logprobs * mask,
-        values=None if scored.values is None else scored.values * mask,
+        logprobs=logprobs * mask,
+        values=None if values is None else values * mask,
         ref_logprobs=None if ref is None else ref * mask,
         action_mask=action_mask,
         temperature=temperature,

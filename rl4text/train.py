@@ -103,6 +103,8 @@ class Components:
     reward_fn: ComposedReward
     reward_scaler: RewardScaler
     use_chat_template: bool
+    cfg_keep_adapter: bool = False
+    """``model.lora.keep_adapter``: also write ``model/adapter/``."""
 
 
 def build(cfg: Config) -> Components:
@@ -113,16 +115,16 @@ def build(cfg: Config) -> Components:
     seed_everything(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
     model, seq2seq = load_model(cfg.model, tokenizer)
-    policy = ActorCritic(model, seq2seq, cfg.model.critic).to(device)
     algo_cfg = cfg.algorithm.params
     needs_reference = algo_cfg.kl_coef > 0 or algo_cfg.kl_target is not None
-    reference = frozen_copy(model).to(device) if needs_reference else None
+    policy, reference = build_policy(cfg, model, seq2seq, device, needs_reference)
     optimizer = torch.optim.AdamW(
         parameter_groups(policy, cfg.train.learning_rate, cfg.train.value_learning_rate),
         lr=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay,
     )
     algorithm = ALGORITHMS.get(cfg.algorithm.name)(algo_cfg, policy, optimizer)
+    algorithm.micro_batch_size = cfg.train.micro_batch_size
     task = TASKS.build(cfg.task.name, **cfg.task.args)
     use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     scaler = RewardScaler(cfg.reward.normalize, cfg.reward.normalize_center, cfg.reward.clip)
@@ -136,7 +138,43 @@ def build(cfg: Config) -> Components:
         build_reward(cfg.reward),
         scaler,
         use_chat,
+        cfg.model.lora is not None and cfg.model.lora.keep_adapter,
     )
+
+
+def build_policy(
+    cfg: Config, model: torch.nn.Module, seq2seq: bool, device: torch.device, needs_reference: bool
+) -> tuple[ActorCritic, torch.nn.Module | None]:
+    """The policy (LoRA adapters when ``model.lora`` is set) and the KL reference: with LoRA the base model
+    under disabled adapters (no copy), else a frozen copy (in ``model.reference_dtype`` when set)."""
+    from rl4text.policies.actor_critic import enable_gradient_checkpointing
+    from rl4text.policies.lora import AdaptersDisabled, add_lora
+
+    m = cfg.model
+    reference = None
+    if m.lora is not None:
+        model = add_lora(
+            model,
+            seq2seq,
+            r=m.lora.r,
+            alpha=m.lora.alpha,
+            dropout=m.lora.dropout,
+            target_modules=m.lora.target_modules,
+        )
+        reference = AdaptersDisabled(model) if needs_reference else None
+    elif needs_reference:
+        reference = frozen_copy(model)
+        if m.reference_dtype is not None:
+            reference = reference.to(
+                {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(m.reference_dtype, torch.float32)
+            )
+        reference = reference.to(device)
+    policy = ActorCritic(model, seq2seq, m.critic).to(device)
+    if m.autocast:
+        policy.autocast_dtype = torch.bfloat16
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
+    return policy, reference
 
 
 def reward_fields(rollout: Rollout, eos_id: int) -> dict:
@@ -213,9 +251,13 @@ class Loop:
         self.log.truncate_after(self.start)
         print(f"resumed from {path} at iteration {self.start}")
 
-    def save(self, iteration: int) -> None:
+    def save(self, iteration: int, *, final: bool = False) -> None:
+        """Checkpoint (only the trainable weights; the final one without optimiser state when
+        ``train.save_final_optimizer`` is false) and print how many bytes it wrote."""
         self.log.phase("save", iteration)
-        self.checkpoints.save(iteration, self.c.policy, self.c.optimizer, self.loop_state())
+        optimizer = None if final and not self.cfg.train.save_final_optimizer else self.c.optimizer
+        path = self.checkpoints.save(iteration, self.c.policy, optimizer, self.loop_state())
+        print(f"checkpoint {path.name}: {checkpoint_bytes(path) / 1e6:.1f} MB written")
 
 
 def make_loop(cfg: Config, c: Components, out: Path, log: RunLogger, checkpoints: Checkpointer) -> Loop:
@@ -352,6 +394,7 @@ def rollout_and_reward(loop: Loop, it: int) -> Scored:
         use_chat_template=c.use_chat_template,
         with_values=c.algorithm.uses_critic,
         action_masker=c.algorithm.action_masker,
+        score_from_generation=cfg.rollout.score_from_generation,
     )
     t1 = time.perf_counter()
     rewards = c.reward_fn.evaluate(
@@ -422,7 +465,7 @@ def finish(loop: Loop, last: int, *, saved: bool) -> dict:
     complete ``model/`` means a finished run). ``saved``: the last checkpoint is already at ``last``."""
     cfg, log = loop.cfg, loop.log
     if not saved:
-        loop.save(last)
+        loop.save(last, final=last == cfg.train.iterations)
     log.phase("eval", last)
     final = run_eval(loop, last)
     log.metrics({"iteration": last, "final": True, **{f"eval/{k}": v for k, v in final.items()}})
@@ -431,6 +474,11 @@ def finish(loop: Loop, last: int, *, saved: bool) -> dict:
         log.phase("save", last)
         save_final_model(loop.c, loop.out / "model")
     return final
+
+
+def checkpoint_bytes(path: Path) -> int:
+    """Bytes in checkpoint folder ``path``."""
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())
 
 
 def run_is_finished(cfg: Config, out: Path, checkpoints: Checkpointer) -> bool:
@@ -448,8 +496,12 @@ def save_final_model(c: Components, folder: Path) -> None:
     """The trained policy as a Hugging Face folder (+ tokenizer and ``value_head.safetensors``), atomically."""
     from safetensors.torch import save_file
 
+    from rl4text.policies.lora import is_peft, merged_for_saving
+
     with atomic_folder(folder) as tmp:
-        save_pretrained_model(c.policy.model, tmp)
+        if is_peft(c.policy.model) and c.cfg_keep_adapter:
+            c.policy.model.save_pretrained(tmp / "adapter")
+        save_pretrained_model(merged_for_saving(c.policy.model), tmp)  # LoRA: merged, a plain HF folder
         c.tokenizer.save_pretrained(tmp)
         save_file(
             {k: v.contiguous() for k, v in c.policy.value_head.state_dict().items()},

@@ -128,6 +128,7 @@ def logits_of(policy, batch):
         batch.response_mask.long(),
         with_values=False,
         action_mask=batch.action_mask,
+        keep_logits=True,
     )
     return scored.logits, scored.logprobs
 

@@ -55,25 +55,27 @@ class A2C(Algorithm):
         cfg: A2CConfig = self.config
         stats = StatsMean()
         for mb in minibatches(batch, cfg.minibatch_size, shuffle=False):  # a single pass: no epochs
-            mask = mb.response_mask
-            scored = self.score(mb)
-            pg_loss = policy_gradient_loss(scored.logprobs, mb.advantages, mask)
-            v_loss, _ = clipped_value_loss(scored.values, mb.old_values, mb.returns, mask, None)
-            entropy = masked_entropy_mean(scored.logits, mask)
-            loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-            stats.add(
-                {
-                    "loss/policy": pg_loss.item(),
-                    "loss/value": v_loss.item(),
-                    "loss/entropy": entropy.item(),
-                    "loss/total": loss.item(),
-                    "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
-                    "policy/grad_norm": self.step(loss),
-                }
-            )
+            step, grad_norm = self.accumulate(mb, self._loss)
+            stats.add({**step, "policy/grad_norm": grad_norm})
         out = stats.mean()
         out["policy/explained_variance"] = explained_variance(
             batch.old_values, batch.returns, batch.response_mask
         )
         out["a2c/gradient_steps"] = float(stats.steps)
         return out
+
+    def _loss(self, mb: TrainBatch) -> tuple:
+        cfg: A2CConfig = self.config
+        mask = mb.response_mask
+        scored = self.score(mb, entropy_grad=cfg.ent_coef > 0)
+        pg_loss = policy_gradient_loss(scored.logprobs, mb.advantages, mask)
+        v_loss, _ = clipped_value_loss(scored.values, mb.old_values, mb.returns, mask, None)
+        entropy = masked_entropy_mean(scored, mask)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+        return loss, {
+            "loss/policy": pg_loss.item(),
+            "loss/value": v_loss.item(),
+            "loss/entropy": entropy.item(),
+            "loss/total": loss.item(),
+            "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
+        }

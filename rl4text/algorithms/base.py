@@ -15,6 +15,7 @@ from torch import nn
 
 from rl4text.core import compute_gae, masked_mean, masked_whiten
 from rl4text.policies.actor_critic import ActorCritic, ScoreOutput
+from rl4text.policies.scoring import PackedMask
 from rl4text.rollout import Rollout
 
 
@@ -87,7 +88,7 @@ class TrainBatch:
     old_values: torch.Tensor  # [B, T] critic values at rollout time (zeros without a critic)
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor  # [B, T]
-    action_mask: torch.Tensor | None = None  # [B, T, V] bool allowed tokens (NLPO), None: all allowed
+    action_mask: PackedMask | None = None  # [B, T, V] allowed tokens, bit-packed (NLPO), None: all allowed
     temperature: float = 1.0  # the rollout's sampling temperature: updates score under the same distribution
 
     def __len__(self) -> int:
@@ -98,7 +99,7 @@ class TrainBatch:
         return TrainBatch(
             **{
                 f.name: getattr(self, f.name)
-                if not isinstance(getattr(self, f.name), torch.Tensor)
+                if not isinstance(getattr(self, f.name), (torch.Tensor, PackedMask))
                 else getattr(self, f.name)[index]
                 for f in fields(self)
             }
@@ -115,6 +116,12 @@ class Algorithm:
     """Episodes per distinct prompt in a rollout batch (RLOO's k); the loop repeats each prompt this often."""
     action_masker = None
     """An ``rl4text.rollout.ActionMasker`` restricting sampling and scoring (NLPO), or None."""
+    micro_batch_size: int | None = None
+    """Episodes per forward/backward pass (``train.micro_batch_size``, set by ``train.build``): a minibatch is
+    split into micro-batches whose gradients accumulate into one optimiser step. None: the whole minibatch."""
+    loss_unit = "token"
+    """What the loss averages over (``token``: masked token means; ``episode``: means over episodes): the
+    weight of each micro-batch's loss, so accumulation gives the update of the whole minibatch."""
 
     def __init__(self, config: OnPolicyConfig, policy: ActorCritic, optimizer: torch.optim.Optimizer):
         self.config = config
@@ -150,8 +157,16 @@ class Algorithm:
     def update(self, batch: TrainBatch) -> dict[str, float]:
         raise NotImplementedError
 
-    def score(self, mb: TrainBatch, with_values: bool = True) -> ScoreOutput:
-        """The current policy's scores of ``mb`` under the rollout's temperature and action mask."""
+    def score(
+        self,
+        mb: TrainBatch,
+        with_values: bool = True,
+        *,
+        keep_logits: bool = False,
+        entropy_grad: bool = False,
+    ) -> ScoreOutput:
+        """The current policy's scores of ``mb`` under the rollout's temperature and action mask: log-probs,
+        values, per-token entropy (differentiable with ``entropy_grad``), full logits only with ``keep_logits``."""
         return self.policy.score(
             mb.prompt_ids,
             mb.prompt_mask,
@@ -160,12 +175,17 @@ class Algorithm:
             mb.temperature,
             with_values=with_values,
             action_mask=mb.action_mask,
+            keep_logits=keep_logits,
+            entropy=True,
+            entropy_grad=entropy_grad,
         )
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, optimiser step; returns the gradient norm before clipping."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def step(self, loss: torch.Tensor | None = None) -> float:
+        """Backward (unless ``loss`` is None: gradients already accumulated), clip, optimiser step; returns the
+        gradient norm before clipping."""
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.config.max_grad_norm is not None:
             norm = nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
@@ -173,6 +193,28 @@ class Algorithm:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         self.optimizer.step()
         return float(norm)
+
+    def accumulate(self, mb: TrainBatch, loss_fn) -> tuple[dict[str, float], float]:
+        """One optimiser step on minibatch ``mb`` in micro-batches of ``micro_batch_size`` episodes.
+
+        ``loss_fn(micro) -> (loss, stats)`` computes the loss of a micro-batch as if it were the whole minibatch;
+        each micro-batch's loss is weighted by its share of the minibatch's tokens (``loss_unit="token"``) or
+        episodes (``"episode"``) before its backward pass, so the accumulated gradient is that of the whole
+        minibatch. Returns the share-weighted stats and the gradient norm."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.loss_unit == "token":
+            total = mb.response_mask.sum().clamp(min=1.0)
+            share = lambda m: m.response_mask.sum() / total  # noqa: E731
+        else:
+            share = lambda m: len(m) / len(mb)  # noqa: E731
+        out: dict[str, float] = {}
+        for micro in minibatches(mb, self.micro_batch_size, shuffle=False):
+            weight = float(share(micro))
+            loss, stats = loss_fn(micro)
+            (loss * weight).backward()
+            for key, value in stats.items():
+                out[key] = out.get(key, 0.0) + weight * float(value)
+        return out, self.step(None)
 
     def state_dict(self) -> dict:
         """Algorithm state beyond the model and optimiser (saved in checkpoints)."""
@@ -214,8 +256,11 @@ class StatsMean:
         return {key: value / max(self.steps, 1) for key, value in self.sums.items()}
 
 
-def masked_entropy_mean(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token-mean entropy of ``logits: [B, T, V]`` over ``mask: [B, T]``."""
+def masked_entropy_mean(scores: ScoreOutput | torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-mean entropy over ``mask: [B, T]`` of a :class:`ScoreOutput` (its chunked ``entropy``) or of
+    ``logits: [B, T, V]``."""
+    if isinstance(scores, ScoreOutput):
+        return masked_mean(scores.entropy, mask)
     from rl4text.core import entropy_from_logits
 
-    return masked_mean(entropy_from_logits(logits), mask)
+    return masked_mean(entropy_from_logits(scores), mask)

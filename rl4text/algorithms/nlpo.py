@@ -20,6 +20,7 @@ from rl4text.algorithms.base import TrainBatch
 from rl4text.algorithms.ppo import PPO, PPOConfig
 from rl4text.core import masked_mean
 from rl4text.policies.actor_critic import apply_action_mask, frozen_copy, sequence_logits
+from rl4text.policies.lora import AdapterSnapshot, is_peft
 from rl4text.registry import register_algorithm
 from rl4text.rollout import IncrementalDecoder
 
@@ -164,7 +165,10 @@ class NLPO(PPO):
 
     def __init__(self, config: NLPOConfig, policy, optimizer: torch.optim.Optimizer):
         super().__init__(config, policy, optimizer)
-        self.mask_model = frozen_copy(policy.model)
+        # with LoRA the mask policy is a snapshot of the adapter weights on the shared base, not a model copy
+        self.mask_model = (
+            AdapterSnapshot(policy.model) if is_peft(policy.model) else frozen_copy(policy.model)
+        )
         self.updates = 0  # updates done; the mask policy is refreshed when this reaches a multiple of mu
         self.action_masker = TopPActionMasker(
             self.mask_model,
@@ -186,8 +190,11 @@ class NLPO(PPO):
 
     @torch.no_grad()
     def refresh_mask_model(self) -> None:
-        """Copy the current policy LM's weights into the mask policy."""
-        self.mask_model.load_state_dict(self.policy.model.state_dict())
+        """Copy the current policy LM's weights (with LoRA: its adapter weights) into the mask policy."""
+        if isinstance(self.mask_model, AdapterSnapshot):
+            self.mask_model.refresh()
+        else:
+            self.mask_model.load_state_dict(self.policy.model.state_dict())
 
     def state_dict(self) -> dict:
         # the mask policy may lag the policy by up to mu - 1 updates, so its weights are state of their own
@@ -203,4 +210,4 @@ def mask_size(batch: TrainBatch) -> float:
     """Mean number of allowed tokens per real response step (the vocabulary size when nothing is masked)."""
     if batch.action_mask is None:
         return float("nan")
-    return float(masked_mean(batch.action_mask.sum(-1).float(), batch.response_mask))
+    return float(masked_mean(batch.action_mask.counts().float(), batch.response_mask))

@@ -76,19 +76,22 @@ class PPO(Algorithm):
         return out
 
     def _minibatch_step(self, mb: TrainBatch) -> dict[str, float]:
+        stats, grad_norm = self.accumulate(mb, self._loss)
+        return {**stats, "policy/grad_norm": grad_norm}
+
+    def _loss(self, mb: TrainBatch) -> tuple:
         cfg: PPOConfig = self.config
         mask = mb.response_mask
-        scored = self.score(mb)
+        scored = self.score(mb, entropy_grad=cfg.ent_coef > 0)
         pg_loss, pg_stats = ppo_policy_loss(
             scored.logprobs, mb.old_logprobs, mb.advantages, mask, cfg.clip_range
         )
         v_loss, v_stats = clipped_value_loss(
             scored.values, mb.old_values, mb.returns, mask, cfg.clip_range_value
         )
-        entropy = masked_entropy_mean(scored.logits, mask)
+        entropy = masked_entropy_mean(scored, mask)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-        grad_norm = self.step(loss)
-        return {
+        return loss, {
             "loss/policy": pg_loss.item(),
             "loss/value": v_loss.item(),
             "loss/entropy": entropy.item(),
@@ -97,5 +100,4 @@ class PPO(Algorithm):
             "ppo/clip_fraction": float(pg_stats["clip_fraction"]),
             "ppo/ratio_mean": float(pg_stats["ratio_mean"]),
             "ppo/value_clip_fraction": float(v_stats["value_clip_fraction"]),
-            "policy/grad_norm": grad_norm,
         }

@@ -59,6 +59,7 @@ def leave_one_out_advantages(returns: torch.Tensor, k: int) -> torch.Tensor:
 class RLOO(Algorithm):
     Config = RLOOConfig
     uses_critic = False
+    loss_unit = "episode"
 
     @classmethod
     def samples_per_prompt_for(cls, config: RLOOConfig) -> int:
@@ -91,21 +92,21 @@ class RLOO(Algorithm):
         stats = StatsMean()
         for _ in range(cfg.n_epochs):
             for mb in minibatches(batch, cfg.minibatch_size, shuffle=False):
-                mask = mb.response_mask
-                scored = self.score(mb, with_values=False)
-                seq_logprob = (scored.logprobs * mask).sum(-1)
-                seq_adv = mb.advantages[:, 0]  # the same advantage sits on every token of an episode
-                loss = -(seq_adv * seq_logprob).mean()
-                with torch.no_grad():
-                    entropy = masked_entropy_mean(scored.logits, mask)
-                stats.add(
-                    {
-                        "loss/policy": loss.item(),
-                        "loss/entropy": entropy.item(),
-                        "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
-                        "policy/grad_norm": self.step(loss),
-                    }
-                )
+                step, grad_norm = self.accumulate(mb, self._loss)
+                stats.add({**step, "policy/grad_norm": grad_norm})
         out = stats.mean()
         out["rloo/advantage_abs_mean"] = float(batch.advantages[:, 0].abs().mean())
         return out
+
+    def _loss(self, mb: TrainBatch) -> tuple:
+        mask = mb.response_mask
+        scored = self.score(mb, with_values=False)
+        seq_logprob = (scored.logprobs * mask).sum(-1)
+        seq_adv = mb.advantages[:, 0]  # the same advantage sits on every token of an episode
+        loss = -(seq_adv * seq_logprob).mean()
+        entropy = masked_entropy_mean(scored, mask)
+        return loss, {
+            "loss/policy": loss.item(),
+            "loss/entropy": entropy.item(),
+            "policy/approx_kl": approx_kl(scored.logprobs.detach(), mb.old_logprobs, mask).item(),
+        }

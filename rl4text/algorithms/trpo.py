@@ -162,7 +162,7 @@ class TRPO(Algorithm):
         return [p for p in self.policy.model.parameters() if p.requires_grad]
 
     def _score(self, batch: TrainBatch) -> ScoreOutput:
-        return self.score(batch, with_values=False)
+        return self.score(batch, with_values=False, keep_logits=True)
 
     @torch.no_grad()
     def _evaluate(self, batch: TrainBatch, old_logits: torch.Tensor) -> tuple[float, float, ScoreOutput]:

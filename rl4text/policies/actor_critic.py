@@ -8,6 +8,7 @@ The value of the state before response token ``t`` is read from the same hidden 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -16,20 +17,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rl4text.policies.scoring import MASKED_LOGIT, as_bool_mask, chunked_entropy, selective_logprobs
+
 
 @dataclass
 class ScoreOutput:
     """Scores of a batch of responses. ``B`` episodes, ``T`` response tokens, ``V`` vocabulary."""
 
-    logits: torch.Tensor
-    """``[B, T, V]`` float32, divided by the sampling temperature."""
+    logits: torch.Tensor | None
+    """``[B, T, V]`` float32, divided by the sampling temperature and masked; only with ``keep_logits=True``
+    (TRPO's KL needs whole distributions; everything else reads ``logprobs`` and ``entropy``)."""
     logprobs: torch.Tensor
-    """``[B, T]`` log-probs of the response tokens under the tempered distribution."""
+    """``[B, T]`` log-probs of the response tokens under the tempered (and masked) distribution."""
     values: torch.Tensor | None
     """``[B, T]`` critic values V(s_t), or None when not asked for."""
-
-
-MASKED_LOGIT = -1e9  # finite, so masked tokens get probability 0 without NaNs in entropies or log-probs
+    entropy: torch.Tensor | None = None
+    """``[B, T]`` entropy of each step's tempered (and masked) distribution; differentiable only when asked."""
 
 
 def apply_action_mask(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
@@ -44,9 +47,23 @@ def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The Hugging Face model under a PEFT wrapper (or the reference wrapper of :mod:`rl4text.policies.lora`)."""
+    while True:
+        inner = getattr(model, "get_base_model", None)
+        if inner is None:
+            return model
+        base = inner()
+        if base is model:
+            return model
+        model = base
+
+
 def accepts_kwarg(model: nn.Module, name: str) -> bool:
-    """Does ``model.forward`` take keyword ``name`` (e.g. ``logits_to_keep``, not in every architecture)?"""
-    return name in _forward_params(type(model))
+    """Does the model's ``forward`` take keyword ``name`` (e.g. ``logits_to_keep``, not in every architecture)?
+
+    Read from the wrapped Hugging Face class: PEFT's wrapper takes ``**kwargs`` and passes them on."""
+    return name in _forward_params(type(unwrapped(model)))
 
 
 def causal_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -108,7 +125,8 @@ def sequence_logits(
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``log softmax(logits)[tokens]``: ``[B, T, V], [B, T] -> [B, T]``."""
+    """``log softmax(logits)[tokens]``: ``[B, T, V], [B, T] -> [B, T]`` (the full-vocabulary reference formula;
+    scoring uses :func:`rl4text.policies.scoring.selective_logprobs`, equal to it to float rounding)."""
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -146,42 +164,85 @@ class ActorCritic(nn.Module):
         response_mask: torch.Tensor,
         temperature: float = 1.0,
         with_values: bool = True,
-        action_mask: torch.Tensor | None = None,
+        action_mask=None,
+        *,
+        keep_logits: bool = False,
+        entropy: bool = False,
+        entropy_grad: bool = False,
     ) -> ScoreOutput:
-        """Tempered logits, log-probs and values of a batch of responses (shapes in :class:`ScoreOutput`).
+        """Log-probs, values (and optionally entropy and logits) of a batch of responses (:class:`ScoreOutput`).
 
-        ``action_mask: [B, T, V]`` bool restricts each step to the allowed tokens (NLPO): the log-probs are those
-        of the masked, renormalised distribution the tokens were sampled from.
+        ``action_mask: [B, T, V]`` bool or :class:`~rl4text.policies.scoring.PackedMask` restricts each step to
+        the allowed tokens (NLPO): the log-probs are those of the masked, renormalised distribution the tokens
+        were sampled from. The LM head runs on the response positions only and the log-softmax is selective
+        and chunked; ``keep_logits`` also returns the tempered, masked ``[B, T, V]`` float32 logits.
         """
         shared = with_values and self.critic_model is None
-        logits, hidden = sequence_logits(
-            self.model,
-            self.seq2seq,
-            prompt_ids,
-            prompt_mask,
-            response_ids,
-            response_mask,
-            output_hidden=shared,
-        )
-        logits = apply_action_mask(logits.float() / temperature, action_mask)
-        values = None
-        if with_values:
-            if not shared:
-                _, hidden = sequence_logits(
-                    self.critic_model,
-                    self.seq2seq,
-                    prompt_ids,
-                    prompt_mask,
-                    response_ids,
-                    response_mask,
-                    output_hidden=True,
-                    logits=False,
-                )
-            values = self.value_head(hidden.float()).squeeze(-1)
-        return ScoreOutput(logits=logits, logprobs=token_logprobs(logits, response_ids), values=values)
+        with self.scoring_mode():
+            logits, hidden = sequence_logits(
+                self.model,
+                self.seq2seq,
+                prompt_ids,
+                prompt_mask,
+                response_ids,
+                response_mask,
+                output_hidden=shared,
+            )
+            allowed = as_bool_mask(action_mask)
+            logprobs = selective_logprobs(logits, response_ids, temperature, allowed)
+            ent = chunked_entropy(logits, temperature, allowed, grad=entropy_grad) if entropy else None
+            kept = apply_action_mask(logits.float() / temperature, allowed) if keep_logits else None
+            values = None
+            if with_values:
+                if not shared:
+                    _, hidden = sequence_logits(
+                        self.critic_model,
+                        self.seq2seq,
+                        prompt_ids,
+                        prompt_mask,
+                        response_ids,
+                        response_mask,
+                        output_hidden=True,
+                        logits=False,
+                    )
+                values = self.value_head(hidden.float()).squeeze(-1)
+        return ScoreOutput(logits=kept, logprobs=logprobs, values=values, entropy=ent)
+
+    gradient_checkpointing = False
+    """Set by :func:`enable_gradient_checkpointing`: differentiable scoring passes recompute activations."""
+    autocast_dtype: torch.dtype | None = None
+    """bfloat16 autocast around every forward pass (``model.autocast``), or None."""
+
+    def autocast(self):
+        """The autocast context of this policy's forward passes (a no-op without ``model.autocast``)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @contextlib.contextmanager
+    def scoring_mode(self):
+        """Autocast, and train mode while gradients flow when gradient checkpointing is on (Hugging Face
+        checkpoints only in train mode; every dropout is at p=0, so the function is the same)."""
+        flip = self.gradient_checkpointing and torch.is_grad_enabled() and not self.model.training
+        if flip:
+            self.model.train()
+        try:
+            with self.autocast():
+                yield
+        finally:
+            if flip:
+                self.model.eval()
 
 
-@torch.no_grad()
+def enable_gradient_checkpointing(policy: ActorCritic) -> None:
+    """Recompute the trunk's activations in the backward pass (``train.gradient_checkpointing``)."""
+    base = unwrapped(policy.model)
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.config.use_cache = False  # generation passes use_cache=True explicitly
+    policy.gradient_checkpointing = True
+
+
+@torch.inference_mode()
 def reference_logprobs(
     ref_model: nn.Module,
     seq2seq: bool,
@@ -191,9 +252,10 @@ def reference_logprobs(
     response_mask: torch.Tensor,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Log-probs ``[B, T]`` of the response tokens under the frozen reference model (same temperature)."""
+    """Log-probs ``[B, T]`` of the response tokens under the frozen reference model (same temperature), under
+    ``torch.inference_mode()`` (no autograd bookkeeping; the result only enters the reward)."""
     logits, _ = sequence_logits(ref_model, seq2seq, prompt_ids, prompt_mask, response_ids, response_mask)
-    return token_logprobs(logits.float() / temperature, response_ids)
+    return selective_logprobs(logits, response_ids, temperature)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
