@@ -226,31 +226,44 @@ def collect_rollout(
     with_values: bool = True,
     action_masker: ActionMasker | None = None,
     logits_processor: LogitsProcessor | None = None,
+    generator=None,
 ) -> Rollout:
     """Generate one episode per sample and score it (policy log-probs, values, reference log-probs).
 
     With an ``action_masker`` (NLPO) sampling and the policy's log-probs use the masked distribution; the
     reference log-probs (for the KL penalty) stay unmasked. ``logits_processor`` alone only shapes sampling.
+    ``generator``: an ``rl4text.generation.Generator`` backend (default: :func:`generate` on ``policy.model``).
     """
     device = policy.device
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
     )
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    response_ids, response_mask = generate(
-        policy.model,
-        policy.seq2seq,
-        prompt_ids,
-        prompt_mask,
-        max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_token_id,
-        pad_id=tokenizer.pad_token_id,
-        do_sample=True,
-        temperature=temperature,
-        logits_processor=action_masker.processor(prompt_ids, prompt_mask, temperature)
-        if action_masker
-        else logits_processor,
+    processor = (
+        action_masker.processor(prompt_ids, prompt_mask, temperature) if action_masker else logits_processor
     )
+    if generator is not None:
+        response_ids, response_mask = generator.generate(
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=True,
+            logits_processor=processor,
+        )
+    else:
+        response_ids, response_mask = generate(
+            policy.model,
+            policy.seq2seq,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            do_sample=True,
+            temperature=temperature,
+            logits_processor=processor,
+        )
     action_mask = None
     if action_masker is not None:
         action_mask = action_masker.sequence_mask(
