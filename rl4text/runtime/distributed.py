@@ -99,7 +99,13 @@ class Dist:
     def clip_grad_norm_(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         if self.accelerator is None:
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return self.accelerator.clip_grad_norm_(params, max_norm)
+        norm = self.accelerator.clip_grad_norm_(params, max_norm)
+        if (
+            norm is None
+        ):  # DeepSpeed clips inside its engine (the config's gradient_clipping) and returns nothing
+            grads = [p.grad.norm() for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
+        return norm
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model if self.accelerator is None else self.accelerator.unwrap_model(model)
