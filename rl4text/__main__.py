@@ -4,4 +4,5 @@ import sys
 
 from rl4text.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker re-imports the main module (it is ``__mp_main__`` there)
+    sys.exit(main())

@@ -64,7 +64,15 @@ class Dist:
         from accelerate.utils import DistributedDataParallelKwargs
 
         handlers = [DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)]
-        return cls(Accelerator(cpu=device == "cpu", kwargs_handlers=handlers))
+        cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        dist = cls(Accelerator(cpu=cpu, kwargs_handlers=handlers))
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if dist.world_size != launched:
+            raise RuntimeError(
+                f"{launched} processes were launched but Accelerate set up {dist.world_size} (train.device={device}); "
+                "launch with a config of configs/accelerate/ and a train.device these processes can use"
+            )
+        return dist
 
     @property
     def distributed(self) -> bool:
