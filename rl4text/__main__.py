@@ -4,5 +4,7 @@ import sys
 
 from rl4text.cli import main
 
-if __name__ == "__main__":  # not when a spawned worker re-imports the main module (it is ``__mp_main__`` there)
+if (
+    __name__ == "__main__"
+):  # not when a spawned worker re-imports the main module (it is ``__mp_main__`` there)
     sys.exit(main())

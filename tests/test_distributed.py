@@ -59,7 +59,7 @@ def fixed_rollout():
     return prompt_ids, prompt_mask, response_ids * response_mask.long(), response_mask, rewards, kl
 
 
-def first_update(dist, rank: int, world: int) -> dict:
+def first_update(dist, rank: int, world: int, device: str = "cpu") -> dict:
     """One PPO update (whitened GAE advantages, clipped gradients, SGD) on this process's share of the fixed
     rollout through ``Dist.prepare``, and one adaptive-KL step on the reduced KL."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -81,8 +81,11 @@ def first_update(dist, rank: int, world: int) -> dict:
     )
     policy = ActorCritic(LlamaForCausalLM(config), seq2seq=False)
     torch.nn.init.normal_(policy.value_head.weight, std=0.5)  # a critic with opinions: GAE uses the values
+    policy.to(device)
     initial = [p.detach().clone() for p in policy.parameters()]
-    prompt_ids, prompt_mask, response_ids, response_mask, rewards, kl = fixed_rollout()
+    prompt_ids, prompt_mask, response_ids, response_mask, rewards, kl = (
+        t.to(device) for t in fixed_rollout()
+    )
     with torch.no_grad():
         old = policy.score(prompt_ids, prompt_mask, response_ids, response_mask.long())
     share = slice(rank * B // world, (rank + 1) * B // world)
@@ -108,8 +111,8 @@ def first_update(dist, rank: int, world: int) -> dict:
     )
     ctl.update(row["kl/mean"], (B // world) * world)
     return {
-        "params": {k: v.detach().clone() for k, v in dist.unwrap(scorer).named_parameters()},
-        "advantages": batch.advantages,
+        "params": {k: v.detach().cpu().clone() for k, v in dist.unwrap(scorer).named_parameters()},
+        "advantages": batch.advantages.cpu(),
         "kl_coef": ctl.value,
         "grad_norm": row["policy/grad_norm"],
         "moved": max(float((p.detach() - q).abs().max()) for p, q in zip(policy.parameters(), initial)),
@@ -173,6 +176,21 @@ def test_two_processes_take_the_same_first_update_as_one(tmp_path):
     assert one["kl_coef"] == pytest.approx(0.1 * (1 + max(-0.2, min(0.2, kl / 0.5 - 1)) * B / 100))
 
 
+@pytest.mark.skipif(
+    os.environ.get("RL4TEXT_TEST_DEVICE") != "cuda" or not torch.cuda.is_available(),
+    reason="a CUDA check (benchmarks/gpu_check.sh sets RL4TEXT_TEST_DEVICE=cuda)",
+)
+def test_cuda_update_matches_cpu():
+    """The same first update (fixed rollout, whitening, clipping, KL step) on CUDA as on the CPU."""
+    from rl4text.runtime.distributed import Dist
+
+    cpu, cuda = first_update(Dist(), 0, 1), first_update(Dist(), 0, 1, device="cuda")
+    for name, p in cpu["params"].items():
+        torch.testing.assert_close(cuda["params"][name], p, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cuda["advantages"], cpu["advantages"], atol=1e-5, rtol=1e-4)
+    assert cuda["kl_coef"] == pytest.approx(cpu["kl_coef"], rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- launched runs
 
 RUN = [
@@ -233,7 +251,9 @@ def test_two_process_smoke_run(two_process_run):
     rewards = [r["rollout/reward_mean"] for r in rows if "rollout/reward_mean" in r]
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.05, rewards
     assert sorted(p.name for p in (out / "checkpoints").glob("iter_*")) == ["iter_000008", "iter_000010"]
-    assert (out / "model" / "config.json").is_file() and json.loads((out / "eval.json").read_text())["iteration"] == 10
+    assert (out / "model" / "config.json").is_file() and json.loads((out / "eval.json").read_text())[
+        "iteration"
+    ] == 10
     assert len([r for r in rows if r.get("final")]) == 1
     assert done.stdout.count("run folder:") == 2  # both processes finish (only one writes)
 
