@@ -284,3 +284,20 @@ def test_trpo_refuses_several_processes_clearly(tmp_path):
     done = launch(tmp_path / "run", "algorithm.name=trpo", timeout=120)
     assert done.returncode != 0  # each process exits 2; the launcher reports 1
     assert "runs in a single process only" in done.stderr and "2 processes were launched" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED")],
+)
+def test_shipped_accelerate_configs_load(name, kind):
+    """Each shipped launch config is one Accelerate reads, of the kind its name says (FSDP and DeepSpeed only
+    start on GPUs: Accelerate 1.15 refuses FSDP without an accelerator device; DeepSpeed needs CUDA)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    assert cfg.distributed_type.name == kind and cfg.num_processes == 2
+    if name == "fsdp":
+        assert cfg.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    if name.startswith("deepspeed"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])

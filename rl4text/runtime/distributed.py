@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from rl4text.runtime.env import pick_device, seed_everything
-from rl4text.runtime.errors import NonFiniteError
+from rl4text.runtime.errors import NonFiniteError, RunError
 
 KINDS = {"NO": "single", "MULTI_CPU": "ddp", "MULTI_GPU": "ddp", "FSDP": "fsdp", "DEEPSPEED": "deepspeed"}
 """Accelerate's ``DistributedType`` names -> the kinds algorithms declare support for."""
@@ -65,7 +65,13 @@ class Dist:
 
         handlers = [DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)]
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        dist = cls(Accelerator(cpu=cpu, kwargs_handlers=handlers))
+        try:
+            dist = cls(Accelerator(cpu=cpu, kwargs_handlers=handlers))
+        except RuntimeError as exc:  # e.g. an FSDP or DeepSpeed config on a machine without GPUs
+            raise RunError(
+                f"Accelerate cannot start this launch config here: {exc}. FSDP and DeepSpeed need GPUs; on CPUs "
+                "launch with configs/accelerate/ddp.yaml and train.device=cpu"
+            ) from None
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if dist.world_size != launched:
             raise RuntimeError(
