@@ -1,12 +1,10 @@
 """rl4text: reinforcement learning for text generators (causal and encoder-decoder Hugging Face models).
 
-``import rl4text`` is cheap: it registers the Gymnasium id ``rl4text/TextGen-v0`` and the registries; models,
+``import rl4text`` is cheap: it registers the Gymnasium id ``rl4text/TextGen-v0`` (when Gymnasium is installed) and the registries; models,
 algorithms and metrics are imported when first used.
 """
 
 from __future__ import annotations
-
-import gymnasium
 
 from rl4text.registry import (
     ALGORITHMS,
@@ -24,7 +22,11 @@ from rl4text.registry import (
 __version__ = "0.1.0"
 
 ENV_ID = "rl4text/TextGen-v0"
-if ENV_ID not in gymnasium.registry:
+try:  # training never needs Gymnasium (the fast rollout is the same MDP): a GPU box without it still trains
+    import gymnasium
+except ImportError:  # pragma: no cover - exercised by benchmarks/gpu_check.sh
+    gymnasium = None
+if gymnasium is not None and ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="rl4text.envs.text_gen:TextGenEnv")
 
 __all__ = [

@@ -65,10 +65,12 @@ def generate_texts(
     *,
     decoding: Decoding,
     use_chat_template: bool,
+    generator=None,
 ) -> tuple[list[str], list[list[int]], list[bool]]:
     """Completions, their token ids (EOS included) and whether each ended on EOS, in batches.
 
-    Greedy or sampling use rl4text's KV-cached loop (the rollout's); ``num_beams > 1`` uses Hugging Face beam search.
+    Greedy or sampling use ``generator`` (an ``rl4text.generation.Generator``; default rl4text's KV-cached loop,
+    the rollout's); ``num_beams > 1`` uses Hugging Face beam search.
     """
     d = decoding
     if d.num_beams > 1 and d.do_sample:
@@ -89,6 +91,14 @@ def generate_texts(
                 d.max_new_tokens,
                 tokenizer,
                 d.num_beams,
+            )
+        elif generator is not None:
+            resp, resp_mask = generator.generate(
+                ids.to(device),
+                mask.to(device),
+                max_new_tokens=d.max_new_tokens,
+                temperature=d.temperature,
+                do_sample=d.do_sample,
             )
         else:
             resp, resp_mask = generate(
@@ -144,6 +154,61 @@ def _trailing(ids: torch.Tensor, value: int) -> torch.Tensor:
     return same.bool()
 
 
+def decode_and_reward(
+    policy_model,
+    seq2seq: bool,
+    tokenizer,
+    samples: list[dict],
+    reward_fn,
+    *,
+    decoding,
+    use_chat_template,
+    generator=None,
+    shard=None,
+) -> tuple[list[str], list[list[int]], list[bool], list[float], dict[str, list[float]]]:
+    """Texts, token ids, EOS flags, reward totals and per-component rewards of ``samples`` (sharded over
+    processes when ``shard`` has several; the gathered lists are in sample order)."""
+    world = 1 if shard is None else shard.world_size
+    index = list(range(len(samples)))[(0 if shard is None else shard.rank) :: world]
+    local = [samples[i] for i in index]
+    texts, token_ids, eos = generate_texts(
+        policy_model,
+        seq2seq,
+        tokenizer,
+        local,
+        decoding=decoding,
+        use_chat_template=use_chat_template,
+        generator=generator,
+    )
+    total, parts = reward_fn.score(
+        [s["prompt"] for s in local],
+        texts,
+        [s["references"] for s in local],
+        ended_with_eos=eos,
+        response_token_ids=token_ids,
+        meta=[s.get("meta", {}) for s in local],
+    )
+    if world == 1:
+        return texts, token_ids, eos, list(total), {k: list(v) for k, v in parts.items()}
+    pieces = shard.gather_objects(
+        (index, texts, token_ids, eos, list(total), {k: list(v) for k, v in parts.items()})
+    )
+    order: dict[int, tuple] = {}
+    for idx, *cols in pieces:
+        p_texts, p_ids, p_eos, p_total, p_parts = cols
+        for j, i in enumerate(idx):
+            order[i] = (p_texts[j], p_ids[j], p_eos[j], p_total[j], {k: v[j] for k, v in p_parts.items()})
+    rows = [order[i] for i in range(len(samples))]
+    names = list(rows[0][4]) if rows else []
+    return (
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        {k: [r[4][k] for r in rows] for k in names},
+    )
+
+
 def evaluate(
     policy_model,
     seq2seq: bool,
@@ -154,18 +219,28 @@ def evaluate(
     *,
     decoding: Decoding,
     use_chat_template: bool,
+    generator=None,
+    shard=None,
 ) -> tuple[dict[str, float], list[dict]]:
     """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
-    ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``. ``metrics``: names, or built metrics."""
-    texts, token_ids, eos = generate_texts(
-        policy_model, seq2seq, tokenizer, samples, decoding=decoding, use_chat_template=use_chat_template
+    ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``. ``metrics``: names, or built metrics.
+
+    ``shard`` (``rl4text.runtime.Dist``: ``rank``, ``world_size``, ``gather_objects``): each process decodes and
+    rewards the samples ``rank::world_size``; the pieces are gathered back into sample order on every process,
+    which then scores the corpus metrics over all of them (the same numbers as one process)."""
+    texts, token_ids, eos, total, parts = decode_and_reward(
+        policy_model,
+        seq2seq,
+        tokenizer,
+        samples,
+        reward_fn,
+        decoding=decoding,
+        use_chat_template=use_chat_template,
+        generator=generator,
+        shard=shard,
     )
     prompts = [s["prompt"] for s in samples]
     refs = [s["references"] for s in samples]
-    meta = [s.get("meta", {}) for s in samples]
-    total, parts = reward_fn.score(
-        prompts, texts, refs, ended_with_eos=eos, response_token_ids=token_ids, meta=meta
-    )
     n = len(samples)
     scores: dict[str, float] = {"reward": sum(total) / n}
     scores.update({f"reward/{k}": sum(v) / n for k, v in parts.items()})

@@ -277,6 +277,7 @@ def collect_rollout(
     action_masker: ActionMasker | None = None,
     logits_processor: LogitsProcessor | None = None,
     score_from_generation: bool = True,
+    generator=None,
 ) -> Rollout:
     """Generate one episode per sample and score it (policy log-probs, values, reference log-probs).
 
@@ -284,7 +285,8 @@ def collect_rollout(
     reference log-probs (for the KL penalty) stay unmasked. ``logits_processor`` alone only shapes sampling.
     ``score_from_generation`` takes the behaviour log-probs and (shared-critic) values from the sampling loop
     itself instead of a second forward pass (equal to ~1e-6 in fp32, ``tests/test_fast_scoring.py``); a separate
-    critic always gets its own scoring pass.
+    critic always gets its own scoring pass, and so does a ``generator`` that cannot record the loop's scores.
+    ``generator``: an ``rl4text.generation.Generator`` backend (default: :func:`generate` on ``policy.model``).
     """
     device = policy.device
     prompt_ids, prompt_mask = encode_samples(
@@ -292,23 +294,38 @@ def collect_rollout(
     )
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     from_gen = score_from_generation and not (with_values and policy.critic_model is not None)
+    if generator is not None and not getattr(generator, "records_scores", False):
+        from_gen = False
     record = StepScores(hidden=with_values, masked=action_masker is not None) if from_gen else None
+    processor = (
+        action_masker.processor(prompt_ids, prompt_mask, temperature) if action_masker else logits_processor
+    )
     with policy.autocast():
-        response_ids, response_mask = generate(
-            policy.model,
-            policy.seq2seq,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=max_new_tokens,
-            eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id,
-            do_sample=True,
-            temperature=temperature,
-            logits_processor=action_masker.processor(prompt_ids, prompt_mask, temperature)
-            if action_masker
-            else logits_processor,
-            record=record,
-        )
+        if generator is not None:
+            extra = {"record": record} if record is not None else {}
+            response_ids, response_mask = generator.generate(
+                prompt_ids,
+                prompt_mask,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                do_sample=True,
+                logits_processor=processor,
+                **extra,
+            )
+        else:
+            response_ids, response_mask = generate(
+                policy.model,
+                policy.seq2seq,
+                prompt_ids,
+                prompt_mask,
+                max_new_tokens=max_new_tokens,
+                eos_id=tokenizer.eos_token_id,
+                pad_id=tokenizer.pad_token_id,
+                do_sample=True,
+                temperature=temperature,
+                logits_processor=processor,
+                record=record,
+            )
         action_mask = None
         if action_masker is not None:
             action_mask = PackedMask.pack(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from rl4text.config import Config, ConfigError, save_config
 from rl4text.core import make_kl_controller, masked_mean
 from rl4text.core.shaping import kl_penalized_rewards
 from rl4text.evaluate import Decoding, evaluate
+from rl4text.generation import Generator, check_masker_backend, make_generator
 from rl4text.metrics import build_metrics
 from rl4text.models import load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import ActorCritic, frozen_copy
@@ -40,12 +42,14 @@ from rl4text.runtime import (
     check_finite_module,
     check_finite_stats,
     check_finite_values,
-    pick_device,
     read_jsonl,
+    rng_state,
     run_callbacks,
     seed_everything,
+    set_rng_state,
     write_text_atomic,
 )
+from rl4text.runtime.distributed import Dist, NullLogger
 from rl4text.text import uses_chat_template
 
 TIME_PREFIX = "time/"  # wall-clock keys: excluded when comparing runs for determinism
@@ -105,13 +109,39 @@ class Components:
     use_chat_template: bool
     cfg_keep_adapter: bool = False
     """``model.lora.keep_adapter``: also write ``model/adapter/``."""
+    dist: Dist = field(default_factory=Dist)
+    """The run's processes (one by default); ``optimizer`` above is the prepared one."""
+    scorer: torch.nn.Module | None = None
+    """``policy`` as ``Accelerator.prepare`` wrapped it (DDP/FSDP/DeepSpeed): updates call its ``forward``."""
+    generator: Generator | None = None
+    """The generation backend of rollouts and evaluation (``rl4text.generation``)."""
 
 
-def build(cfg: Config) -> Components:
+def make_dist(cfg: Config) -> Dist:
+    """The run's :class:`Dist` (Accelerate under ``accelerate launch``), refusing an algorithm that cannot run on
+    this many processes before any model is loaded."""
+    algo = ALGORITHMS.get(cfg.algorithm.name)
+    dist = Dist.from_environment(cfg.train.device, find_unused_parameters=not algo.uses_critic)
+    if dist.distributed and dist.kind not in algo.distributed:
+        runs = (
+            f"runs on {', '.join(algo.distributed)}" if algo.distributed else "runs in a single process only"
+        )
+        raise ConfigError(
+            f"algorithm {cfg.algorithm.name!r} {runs}, but this run was launched as {dist.world_size} processes "
+            f"({dist.kind}); launch it with `rl4text train` (or `accelerate launch --num_processes 1`)"
+            + (f" or an accelerate config of kind {algo.distributed[0]}" if algo.distributed else "")
+        )
+    return dist
+
+
+def build(cfg: Config, *, dist: Dist | None = None) -> Components:
     """Build tokenizer, policy (+ value head), reference, optimiser, algorithm, task and reward from ``cfg``.
 
-    The one place models, optimiser and data are made (the seam for Accelerate's ``prepare`` and PEFT)."""
-    device = pick_device(cfg.train.device)
+    The one place models, optimiser and data are made; policy and optimiser then go through
+    ``Accelerator.prepare`` (:meth:`Dist.prepare`; nothing in one process), and the algorithm updates through
+    the wrapper. Every process builds the same models from the same seed, then seeds its own rollouts."""
+    dist = dist or make_dist(cfg)
+    device = dist.device(cfg.train.device)
     seed_everything(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
     model, seq2seq = load_model(cfg.model, tokenizer)
@@ -125,6 +155,14 @@ def build(cfg: Config) -> Components:
     )
     algorithm = ALGORITHMS.get(cfg.algorithm.name)(algo_cfg, policy, optimizer)
     algorithm.micro_batch_size = cfg.train.micro_batch_size
+    scorer, optimizer = dist.prepare(policy, optimizer)
+    algorithm.attach(scorer=scorer, optimizer=optimizer, ops=dist)
+    generator = make_generator("hf", policy.model, seq2seq, tokenizer)
+    try:
+        check_masker_backend(algorithm.action_masker, generator, cfg.algorithm.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    dist.seed_process(cfg.train.seed)
     task = TASKS.build(cfg.task.name, **cfg.task.args)
     use_chat = uses_chat_template(cfg.model.use_chat_template, tokenizer, seq2seq)
     scaler = RewardScaler(cfg.reward.normalize, cfg.reward.normalize_center, cfg.reward.clip)
@@ -139,6 +177,9 @@ def build(cfg: Config) -> Components:
         scaler,
         use_chat,
         cfg.model.lora is not None and cfg.model.lora.keep_adapter,
+        dist,
+        scorer,
+        generator,
     )
 
 
@@ -233,17 +274,43 @@ class Loop:
     start: int = 0
 
     def loop_state(self) -> dict:
-        return {
+        """The checkpointed state; with several processes also each one's sampler and RNG (every process calls
+        this: it gathers)."""
+        state = {
             "sampler": self.sampler.state_dict(),
             "reward_scaler": self.c.reward_scaler.state_dict(),
             "kl_controller": self.kl_ctl.state_dict(),
             "algorithm": self.c.algorithm.state_dict(),
         }
+        dist = self.c.dist
+        if dist.distributed:
+            state["world_size"] = dist.world_size
+            state["processes"] = dist.gather_objects(
+                {"sampler": self.sampler.state_dict(), "rng": rng_state()}
+            )
+        return state
 
     def restore(self, path: Path) -> None:
         """Continue from checkpoint ``path``: models, optimiser, RNG and loop state; logs cut back to it."""
+        dist = self.c.dist
         state = self.checkpoints.restore(path, self.c.policy, self.c.optimizer)
+        saved = int(state.get("world_size", 1))
+        if saved != dist.world_size:
+            how = (
+                "`rl4text train CONFIG --resume ...`"
+                if saved == 1
+                else f"`accelerate launch --num_processes {saved} -m rl4text train CONFIG --resume ...`"
+            )
+            raise RunDirError(
+                f"{path} was written by a run of {saved} process(es) and this resume runs {dist.world_size}: the "
+                f"per-process batch, data shards and random streams belong to the process count. Resume with "
+                f"{saved} process(es): {how}"
+            )
         self.start = state["iteration"]
+        if dist.distributed:
+            mine = state["processes"][dist.rank]
+            state["sampler"] = mine["sampler"]
+            set_rng_state(mine["rng"])
         self.sampler.load_state_dict(state["sampler"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.c.reward_scaler.load_state_dict(state["reward_scaler"])
@@ -252,26 +319,31 @@ class Loop:
         print(f"resumed from {path} at iteration {self.start}")
 
     def save(self, iteration: int, *, final: bool = False) -> None:
-        """Checkpoint (only the trainable weights; the final one without optimiser state when
-        ``train.save_final_optimizer`` is false) and print how many bytes it wrote."""
+        """Every process gathers its state; the main one writes the checkpoint (only the trainable weights; the
+        final one without optimiser state when ``train.save_final_optimizer`` is false) and prints its size."""
         self.log.phase("save", iteration)
+        state = self.loop_state()
         optimizer = None if final and not self.cfg.train.save_final_optimizer else self.c.optimizer
-        path = self.checkpoints.save(iteration, self.c.policy, optimizer, self.loop_state())
-        print(f"checkpoint {path.name}: {checkpoint_bytes(path) / 1e6:.1f} MB written")
+        with self.c.dist.unsharded(self.c.scorer or self.c.policy):
+            if self.c.dist.is_main:
+                path = self.checkpoints.save(iteration, self.c.policy, optimizer, state)
+                print(f"checkpoint {path.name}: {checkpoint_bytes(path) / 1e6:.1f} MB written")
+        self.c.dist.barrier()
 
 
 def make_loop(cfg: Config, c: Components, out: Path, log: RunLogger, checkpoints: Checkpointer) -> Loop:
     algo_cfg = cfg.algorithm.params
     k = c.algorithm.samples_per_prompt
+    train_samples, seed = c.task.split(cfg.task.train_split), cfg.train.seed
+    if c.dist.distributed:  # each process draws from its own shard, with its own seed
+        train_samples, seed = train_samples[c.dist.rank :: c.dist.world_size], seed + c.dist.rank
     return Loop(
         cfg=cfg,
         c=c,
         out=out,
         log=log,
         checkpoints=checkpoints,
-        sampler=PromptSampler(
-            c.task.split(cfg.task.train_split), cfg.rollout.batch_size // k, cfg.train.seed
-        ),
+        sampler=PromptSampler(train_samples, cfg.rollout.batch_size // k, seed),
         kl_ctl=make_kl_controller(algo_cfg.kl_coef, algo_cfg.kl_target, algo_cfg.kl_horizon),
         eval_samples=c.task.split(cfg.task.eval_split)[: cfg.eval.max_samples],
         metrics=build_metrics(cfg.eval.metrics or c.task.metrics),  # once: model-based metrics load encoders
@@ -310,16 +382,19 @@ def train(
         print(f"{out} is a finished run of {cfg.train.iterations} iterations: nothing to resume")
         return {k: v for k, v in json.loads((out / "eval.json").read_text()).items() if k != "iteration"}
     c = build(cfg)  # before the folder is touched: a setup error leaves an old run as it was
-    with folder:
-        log = RunLogger.for_run(
-            out,
-            RunInfo.from_config(cfg),
-            resume=resume,
-            total=cfg.train.iterations,
-            progress=cfg.tracking.progress,
-            print_every=cfg.tracking.print_every,
-            on_first_row=folder.started,
-        )
+    c.dist.barrier()  # every process has checked the folder before the main one creates it
+    with folder if c.dist.is_main else nullcontext():
+        log = NullLogger()  # only the main process writes (metrics, samples, W&B, checkpoints, model/)
+        if c.dist.is_main:
+            log = RunLogger.for_run(
+                out,
+                RunInfo.from_config(cfg),
+                resume=resume,
+                total=cfg.train.iterations,
+                progress=cfg.tracking.progress,
+                print_every=cfg.tracking.print_every,
+                on_first_row=folder.started,
+            )
         final = None
         try:
             final = run_loop(make_loop(cfg, c, out, log, checkpoints), resume, callbacks)
@@ -361,13 +436,15 @@ def iteration(loop: Loop, it: int) -> dict:
     log.phase("update", it)
     batch = c.algorithm.prepare(scored.rollout, scored.token_rewards)  # 4. advantages
     stats = c.algorithm.update(batch)  # 5. update
-    check_finite_stats(
-        stats, [k for k in stats if k.startswith("loss/")] + ["policy/grad_norm"], where=f"iteration {it}"
-    )
-    check_finite_module(c.policy, where=f"iteration {it} (after the update)")
+    c.generator.update_weights(c.policy.model)
     t3 = time.perf_counter()
-    row = iteration_row(loop, it, scored, stats)
-    loop.kl_ctl.update(row["kl/mean"], len(scored.rollout.samples))
+    row = reduce_row(loop, iteration_row(loop, it, scored, stats))  # the one cross-process reduction
+    check_finite_stats(
+        row, [k for k in stats if k.startswith("loss/")] + ["policy/grad_norm"], where=f"iteration {it}"
+    )
+    with c.dist.unsharded(c.scorer):
+        check_finite_module(c.policy, where=f"iteration {it} (after the update)")
+    loop.kl_ctl.update(row["kl/mean"], len(scored.rollout.samples) * c.dist.world_size)
     if cfg.eval.every and it % cfg.eval.every == 0 and it != cfg.train.iterations:  # 6. evaluate
         log.phase("eval", it)
         row.update({f"eval/{k}": v for k, v in run_eval(loop, it).items()})
@@ -378,24 +455,27 @@ def iteration(loop: Loop, it: int) -> dict:
     return row
 
 
+def reduce_row(loop: Loop, row: dict) -> dict:
+    """The iteration's metrics as means over processes (one all-reduce), the reward's std over all episodes,
+    and the world size and global batch; the row itself in one process."""
+    dist = loop.c.dist
+    if not dist.distributed:
+        return row
+    row = dist.reduce_mean(row)
+    n = loop.cfg.rollout.batch_size * dist.world_size
+    var = max(row.pop("_reward_sq") - row["rollout/reward_mean"] ** 2, 0.0) * n / max(n - 1, 1)
+    row["rollout/reward_std"] = var**0.5
+    row.update({"dist/world_size": dist.world_size, "dist/global_batch": n})
+    return row
+
+
 def rollout_and_reward(loop: Loop, it: int) -> Scored:
     """1. sample prompts, 2. roll out (generate + score policy, values, reference), 3. reward: the task reward
     of each finished text (scaled for training) and the KL penalty on every token."""
     cfg, c = loop.cfg, loop.c
     samples = [s for s in loop.sampler.next() for _ in range(c.algorithm.samples_per_prompt)]
-    rollout = collect_rollout(
-        c.policy,
-        c.reference,
-        c.tokenizer,
-        samples,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        max_prompt_length=cfg.rollout.max_prompt_length,
-        temperature=cfg.rollout.temperature,
-        use_chat_template=c.use_chat_template,
-        with_values=c.algorithm.uses_critic,
-        action_masker=c.algorithm.action_masker,
-        score_from_generation=cfg.rollout.score_from_generation,
-    )
+    with c.dist.unsharded(c.scorer):
+        rollout = collect_policy_rollout(loop, samples)
     t1 = time.perf_counter()
     rewards = c.reward_fn.evaluate(
         [s["prompt"] for s in samples],
@@ -403,9 +483,18 @@ def rollout_and_reward(loop: Loop, it: int) -> Scored:
         [s["references"] for s in samples],
         **reward_fields(rollout, c.tokenizer.eos_token_id),
     )
-    check_finite_values(rewards.parts, what="reward component", where=f"iteration {it}")
+    c.dist.check_everywhere(
+        lambda: check_finite_values(rewards.parts, what="reward component", where=f"iteration {it}"),
+        what="reward",
+        where=f"iteration {it}",
+    )
+    population = None
+    if c.dist.distributed and c.reward_scaler.normalize:  # the running statistics of every process's rewards
+        population = [x for part in c.dist.gather_objects(list(rewards.sequence)) for x in part]
     seq_t = torch.tensor(
-        c.reward_scaler(rewards.sequence), dtype=torch.float32, device=rollout.logprobs.device
+        c.reward_scaler(rewards.sequence, population=population),
+        dtype=torch.float32,
+        device=rollout.logprobs.device,
     )
     token_rewards, kl = kl_penalized_rewards(
         seq_t,
@@ -419,6 +508,24 @@ def rollout_and_reward(loop: Loop, it: int) -> Scored:
         else pad_token_rewards(rewards.token, rollout.response_mask),
     )
     return Scored(rollout, rewards, seq_t, token_rewards, kl, t1)
+
+
+def collect_policy_rollout(loop: Loop, samples: list[dict]) -> Rollout:
+    cfg, c = loop.cfg, loop.c
+    return collect_rollout(
+        c.policy,
+        c.reference,
+        c.tokenizer,
+        samples,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        max_prompt_length=cfg.rollout.max_prompt_length,
+        temperature=cfg.rollout.temperature,
+        use_chat_template=c.use_chat_template,
+        with_values=c.algorithm.uses_critic,
+        action_masker=c.algorithm.action_masker,
+        score_from_generation=cfg.rollout.score_from_generation,
+        generator=c.generator,
+    )
 
 
 def iteration_row(loop: Loop, it: int, scored: Scored, stats: dict) -> dict:
@@ -440,22 +547,26 @@ def iteration_row(loop: Loop, it: int, scored: Scored, stats: dict) -> dict:
         "kl/coef": loop.kl_ctl.value,
         "kl/per_token": float(masked_mean(kl, rollout.response_mask)),
         **stats,
+        **({"_reward_sq": float((score_t**2).mean())} if loop.c.dist.distributed else {}),
     }
 
 
 def run_eval(loop: Loop, iteration: int) -> dict:
     """Evaluate the policy on the eval split; logs the first samples to ``samples.jsonl``."""
     c = loop.c
-    scores, rows = evaluate(
-        c.policy.model,
-        c.policy.seq2seq,
-        c.tokenizer,
-        loop.eval_samples,
-        c.reward_fn,
-        loop.metrics,
-        decoding=loop.decoding,
-        use_chat_template=c.use_chat_template,
-    )
+    with c.dist.unsharded(c.scorer or c.policy):
+        scores, rows = evaluate(
+            c.policy.model,
+            c.policy.seq2seq,
+            c.tokenizer,
+            loop.eval_samples,
+            c.reward_fn,
+            loop.metrics,
+            decoding=loop.decoding,
+            use_chat_template=c.use_chat_template,
+            generator=c.generator,
+            shard=c.dist,  # each process decodes its share; scores over all of them
+        )
     loop.log.samples([{"iteration": iteration, **r} for r in rows[: loop.cfg.eval.num_logged_samples]])
     return scores
 
@@ -469,10 +580,14 @@ def finish(loop: Loop, last: int, *, saved: bool) -> dict:
     log.phase("eval", last)
     final = run_eval(loop, last)
     log.metrics({"iteration": last, "final": True, **{f"eval/{k}": v for k, v in final.items()}})
-    write_text_atomic(loop.out / "eval.json", json.dumps({"iteration": last, **final}, indent=2) + "\n")
+    if loop.c.dist.is_main:
+        write_text_atomic(loop.out / "eval.json", json.dumps({"iteration": last, **final}, indent=2) + "\n")
     if cfg.train.save_final_model:
         log.phase("save", last)
-        save_final_model(loop.c, loop.out / "model")
+        with loop.c.dist.unsharded(loop.c.scorer or loop.c.policy):
+            if loop.c.dist.is_main:
+                save_final_model(loop.c, loop.out / "model")
+    loop.c.dist.barrier()
     return final
 
 
@@ -536,6 +651,25 @@ def check_config_runs(cfg: Config, source: str = "<config>", *, for_rl: bool = T
             f"algorithm's samples per prompt ({k})"
         )
     check_component_args(cfg, source)
+    _check_runs_here(cfg, source)
+
+
+def _check_runs_here(cfg: Config, source: str) -> None:
+    """Under several processes: does the algorithm run there (before any model is loaded)?"""
+    from rl4text.runtime.distributed import launched_by_accelerate
+
+    if not launched_by_accelerate():
+        return
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    algo = ALGORITHMS.get(cfg.algorithm.name)
+    if world > 1 and not algo.distributed:
+        raise ConfigError(
+            f"{source}: algorithm {cfg.algorithm.name!r} runs in a single process only (its conjugate-gradient "
+            f"step differentiates twice through the policy, which DDP's gradient hooks do not support), but "
+            f"{world} processes were launched; run it with `rl4text train` or `accelerate launch --num_processes 1`"
+        )
 
 
 def check_component_args(cfg: Config, source: str) -> None:

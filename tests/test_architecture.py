@@ -37,6 +37,7 @@ LAYERS = [
             "rl4text.models",
             "rl4text.policies",
             "rl4text.rollout",
+            "rl4text.generation",
             "rl4text.envs",
             "rl4text.algorithms",
             "rl4text.rewards",
@@ -47,7 +48,17 @@ LAYERS = [
             "rl4text.label",
         ],
     ),
-    ("runtime", 1, ["rl4text.runtime", "rl4text.checkpoint", "rl4text.tracking", "rl4text.progress"]),
+    (
+        "runtime",
+        1,
+        [
+            "rl4text.runtime",
+            "rl4text.runtime.distributed",
+            "rl4text.checkpoint",
+            "rl4text.tracking",
+            "rl4text.progress",
+        ],
+    ),
     (
         "recipes",
         2,
@@ -65,6 +76,7 @@ LAYERS = [
         3,
         [
             "rl4text.cli",
+            "rl4text.__main__",
             "rl4text.errors",
             "rl4text.quickstart",
             "rl4text.bench",

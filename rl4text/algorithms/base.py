@@ -106,6 +106,22 @@ class TrainBatch:
         )
 
 
+class LocalOps:
+    """Training operations of one process. ``rl4text.runtime.Dist`` has the same methods for N processes
+    (Accelerate's backward and clipping, sums over processes); ``Algorithm.attach`` swaps it in."""
+
+    world_size = 1
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_grad_norm_(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        return nn.utils.clip_grad_norm_(params, max_norm)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
 class Algorithm:
     """Base of actor-critic algorithms: GAE advantages in ``prepare``; subclasses write ``update``."""
 
@@ -122,12 +138,33 @@ class Algorithm:
     loss_unit = "token"
     """What the loss averages over (``token``: masked token means; ``episode``: means over episodes): the
     weight of each micro-batch's loss, so accumulation gives the update of the whole minibatch."""
+    distributed = ("ddp", "fsdp", "deepspeed")
+    """The multi-process kinds (``rl4text.runtime.distributed.KINDS``) this algorithm's update runs under."""
 
     def __init__(self, config: OnPolicyConfig, policy: ActorCritic, optimizer: torch.optim.Optimizer):
         self.config = config
         self.policy = policy
         self.optimizer = optimizer
         self.samples_per_prompt = self.samples_per_prompt_for(config)
+        self.scorer: nn.Module = policy
+        """The module whose ``forward`` scores (the policy, or its DDP/FSDP wrapper after ``attach``)."""
+        self.ops = LocalOps()
+
+    def attach(self, *, scorer: nn.Module, optimizer, ops) -> None:
+        """Use the wrapped policy (its ``forward`` is ``ActorCritic.score``), optimiser and cross-process ops."""
+        self.scorer, self.optimizer, self.ops = scorer, optimizer, ops
+
+    @property
+    def all_reduce(self):
+        """A sum over processes for global statistics, or None in one process (the local formulas exactly)."""
+        return None if self.ops.world_size == 1 else self.ops.all_reduce_sum
+
+    def global_mean(self, value: float) -> float:
+        """The mean of ``value`` over processes (the approx-KL early stop decides for all at once)."""
+        if self.ops.world_size == 1:
+            return value
+        total = self.ops.all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64))
+        return float(total[0]) / self.ops.world_size
 
     @classmethod
     def samples_per_prompt_for(cls, config: OnPolicyConfig) -> int:
@@ -140,7 +177,7 @@ class Algorithm:
         values = rollout.values if rollout.values is not None else torch.zeros_like(token_rewards)
         advantages, returns = compute_gae(token_rewards, values, mask, self.config.gamma, self.config.lam)
         if self.config.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask, all_reduce=self.all_reduce)
         return TrainBatch(
             rollout.prompt_ids,
             rollout.prompt_mask,
@@ -167,7 +204,7 @@ class Algorithm:
     ) -> ScoreOutput:
         """The current policy's scores of ``mb`` under the rollout's temperature and action mask: log-probs,
         values, per-token entropy (differentiable with ``entropy_grad``), full logits only with ``keep_logits``."""
-        return self.policy.score(
+        return self.scorer(
             mb.prompt_ids,
             mb.prompt_mask,
             mb.response_ids,
@@ -185,10 +222,10 @@ class Algorithm:
         gradient norm before clipping."""
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.ops.backward(loss)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.config.max_grad_norm is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+            norm = self.ops.clip_grad_norm_(params, self.config.max_grad_norm)
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         self.optimizer.step()
@@ -211,7 +248,7 @@ class Algorithm:
         for micro in minibatches(mb, self.micro_batch_size, shuffle=False):
             weight = float(share(micro))
             loss, stats = loss_fn(micro)
-            (loss * weight).backward()
+            self.ops.backward(loss * weight)
             for key, value in stats.items():
                 out[key] = out.get(key, 0.0) + weight * float(value)
         return out, self.step(None)

@@ -25,6 +25,7 @@ from rl4text.algorithms.base import (
 )
 from rl4text.core import approx_kl, kl_estimate, masked_mean
 from rl4text.core.grpo import aggregate_token_losses, group_advantages, grpo_token_losses
+from rl4text.core.stats import global_mean_var
 from rl4text.registry import register_algorithm
 from rl4text.rollout import Rollout
 
@@ -123,7 +124,10 @@ class GRPO(Algorithm):
             kl = kl_estimate(rollout.logprobs, rollout.ref_logprobs, cfg.kl_estimator) * mask
             returns = returns + cfg.kl_coef * kl.sum(-1)
         advantages, zero_std = group_advantages(returns, cfg.k, scale_by_std=cfg.scale_rewards, eps=cfg.eps)
-        if cfg.whiten_advantages and advantages.numel() > 1:
+        if cfg.whiten_advantages and self.all_reduce is not None:  # over every process's episodes
+            mean, var = global_mean_var(advantages, torch.ones_like(advantages), self.all_reduce)
+            advantages = (advantages - mean) / (var.sqrt() + 1e-8)
+        elif cfg.whiten_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         self._zero_std_fraction = float(zero_std.float().mean())
         per_token = advantages[:, None] * mask
@@ -146,14 +150,22 @@ class GRPO(Algorithm):
         stats = StatsMean()
         for _ in range(cfg.n_epochs):
             for mb in minibatches(batch, cfg.minibatch_size, shuffle=True):
-                stats.add(self._minibatch_step(mb))
+                row, grad_norm = self.accumulate(mb, self._loss)
+                stats.add({**row, "policy/grad_norm": grad_norm})
         out = stats.mean()
         out["grpo/zero_std_fraction"] = getattr(self, "_zero_std_fraction", float("nan"))
         out["grpo/advantage_abs_mean"] = float(batch.advantages[:, 0].abs().mean())
         out["grpo/gradient_steps"] = float(stats.steps)
         return out
 
-    def _minibatch_step(self, mb: GRPOBatch) -> dict[str, float]:
+    @property
+    def loss_unit(self) -> str:
+        """Micro-batch weights (``train.micro_batch_size``): token shares for ``token_mean``, episode shares for
+        ``sequence_mean`` and Dr. GRPO's ``constant`` (both average over episodes)."""
+        return "token" if self.config.loss_aggregation == "token_mean" else "episode"
+
+    def _loss(self, mb: GRPOBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The aggregated loss of a (micro-)batch as if it were the whole minibatch, and its stats."""
         cfg: GRPOConfig = self.config
         mask = mb.response_mask
         scored = self.score(mb, with_values=False)
@@ -171,7 +183,7 @@ class GRPO(Algorithm):
         loss = aggregate_token_losses(losses, mask, **aggregate)
         with torch.no_grad():
             kl_loss = aggregate_token_losses(beta * parts["kl"], mask, **aggregate)
-            entropy = masked_entropy_mean(scored.logits, mask)
+            entropy = masked_entropy_mean(scored, mask)
             low, high = parts["clipped_low"].float(), parts["clipped_high"].float()
             row = {
                 "loss/policy": (loss - kl_loss).item(),
@@ -185,5 +197,4 @@ class GRPO(Algorithm):
                 "grpo/ratio_mean": masked_mean(parts["ratio"], mask).item(),
                 "grpo/kl_ref": masked_mean(parts["kl"], mask).item(),
             }
-        row["policy/grad_norm"] = self.step(loss)
-        return row
+        return loss, row

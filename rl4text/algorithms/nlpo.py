@@ -112,6 +112,10 @@ class TopPActionMasker:
     """NLPO's :class:`rl4text.rollout.ActionMasker`: the mask policy's top-p set at every step, at the
     temperature the rollout samples at (the rollout passes it to :meth:`processor`)."""
 
+    generators = ("hf",)
+    """Generation backends (``rl4text.generation.Generator.name``) that can apply this mask at every step: the
+    HF KV-cached loop takes a logits processor; a server-side backend (vLLM) would need the mask policy there."""
+
     def __init__(self, model: nn.Module, seq2seq: bool, top_mask: float, min_tokens_to_keep: int):
         self.model, self.seq2seq = model, seq2seq
         self.top_mask, self.min_tokens_to_keep = top_mask, min_tokens_to_keep
@@ -162,6 +166,7 @@ class NLPO(PPO):
     """PPO whose rollouts sample from, and whose ratios score under, the mask policy's top-p set."""
 
     Config = NLPOConfig
+    distributed = ("ddp",)  # the mask policy copies the policy's full weights (not an FSDP/ZeRO-3 shard)
 
     def __init__(self, config: NLPOConfig, policy, optimizer: torch.optim.Optimizer):
         super().__init__(config, policy, optimizer)

@@ -62,7 +62,10 @@ class PPO(Algorithm):
             for mb in minibatches(batch, cfg.minibatch_size, shuffle=True):
                 step = self._minibatch_step(mb)
                 stats.add(step)
-                if cfg.target_kl is not None and step["policy/approx_kl"] > 1.5 * cfg.target_kl:
+                if (
+                    cfg.target_kl is not None
+                    and self.global_mean(step["policy/approx_kl"]) > 1.5 * cfg.target_kl
+                ):
                     stopped_early = True
                     break
             if stopped_early:

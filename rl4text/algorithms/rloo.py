@@ -22,6 +22,7 @@ from rl4text.algorithms.base import (
     minibatches,
 )
 from rl4text.core import approx_kl
+from rl4text.core.stats import global_mean_var
 from rl4text.registry import register_algorithm
 from rl4text.rollout import Rollout
 
@@ -70,7 +71,10 @@ class RLOO(Algorithm):
         mask = rollout.response_mask
         returns = (token_rewards * mask).sum(-1)
         advantages = leave_one_out_advantages(returns, self.config.k)
-        if self.config.whiten_advantages and advantages.numel() > 1:
+        if self.config.whiten_advantages and self.all_reduce is not None:  # over every process's episodes
+            mean, var = global_mean_var(advantages, torch.ones_like(advantages), self.all_reduce)
+            advantages = (advantages - mean) / (var.sqrt() + 1e-8)
+        elif self.config.whiten_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         per_token = advantages[:, None] * mask
         zeros = torch.zeros_like(mask)

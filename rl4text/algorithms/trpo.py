@@ -147,6 +147,7 @@ def _set_params(params: list[torch.Tensor], base: list[torch.Tensor], step: torc
 @register_algorithm("trpo")
 class TRPO(Algorithm):
     Config = TRPOConfig
+    distributed = ()  # the Fisher-vector products differentiate twice through the policy: single process only
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         stats = self._policy_step(batch)

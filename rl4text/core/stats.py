@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -26,17 +28,41 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    *,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``(x - mean) / std`` with mean and std over masked entries only; masked-out entries become 0.
 
     Padding must not leak into the statistics: a batch with long padding would otherwise drag the mean to 0.
+    ``all_reduce`` (a sum over processes) makes mean and std those of every process's entries together.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    if all_reduce is None:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    else:
+        mean, var = global_mean_var(x, mask, all_reduce)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
     return whitened * mask.to(x.dtype)
+
+
+def global_mean_var(
+    x: torch.Tensor, mask: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked mean and unbiased variance of ``x`` over the entries of every process (two all-reduces of sums);
+    the same numbers :func:`masked_mean` / :func:`masked_var` give on the concatenated batch."""
+    m = mask.to(x.dtype)
+    sums = all_reduce(torch.stack([(x * m).sum(), m.sum()]))
+    n = sums[1]
+    mean = sums[0] / n.clamp(min=1.0)
+    var = all_reduce(((x - mean) ** 2 * m).sum()) / n.clamp(min=1.0)
+    if n > 1:
+        var = var * n / (n - 1)
+    return mean, var
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

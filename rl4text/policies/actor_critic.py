@@ -156,6 +156,11 @@ class ActorCritic(nn.Module):
     def device(self) -> torch.device:
         return self.value_head.weight.device
 
+    def forward(self, *args, **kwargs) -> ScoreOutput:
+        """:meth:`score`: a DDP/FSDP/DeepSpeed wrapper hides ``score`` but calls ``forward`` (and must, for its
+        gradient hooks), so updates call the (wrapped) module itself."""
+        return self.score(*args, **kwargs)
+
     def score(
         self,
         prompt_ids: torch.Tensor,

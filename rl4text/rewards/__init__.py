@@ -143,10 +143,12 @@ class RewardScaler:
     def std(self) -> float:
         return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
 
-    def __call__(self, values: list[float]) -> list[float]:
+    def __call__(self, values: list[float], *, population: list[float] | None = None) -> list[float]:
+        """Scale ``values``; the running statistics first take in ``population`` (default ``values``): in a
+        multi-process run, every process's rewards, so all processes normalise alike."""
         out = list(values)
         if self.normalize:
-            self.update(values)
+            self.update(values if population is None else population)
             shift = self.mean if self.center else 0.0
             out = [(x - shift) / (self.std + self.eps) for x in out]
         if self.clip is not None:
