@@ -263,6 +263,46 @@ def encode_samples(
 
 
 @torch.no_grad()
+def _sample(
+    policy: ActorCritic,
+    tokenizer,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    generator,
+    max_new_tokens: int,
+    temperature: float,
+    logits_processor: LogitsProcessor | None,
+    record: StepScores | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample responses through ``generator`` (a :class:`rl4text.generation.Generator`) or, by default, the
+    KV-cached :func:`generate` on ``policy.model``; ``record`` collects the loop's scores when given."""
+    if generator is not None:
+        extra = {"record": record} if record is not None else {}
+        return generator.generate(
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            do_sample=True,
+            logits_processor=logits_processor,
+            **extra,
+        )
+    return generate(
+        policy.model,
+        policy.seq2seq,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=temperature,
+        logits_processor=logits_processor,
+        record=record,
+    )
+
+
 def collect_rollout(
     policy: ActorCritic,
     reference: nn.Module | None,
@@ -301,31 +341,17 @@ def collect_rollout(
         action_masker.processor(prompt_ids, prompt_mask, temperature) if action_masker else logits_processor
     )
     with policy.autocast():
-        if generator is not None:
-            extra = {"record": record} if record is not None else {}
-            response_ids, response_mask = generator.generate(
-                prompt_ids,
-                prompt_mask,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                do_sample=True,
-                logits_processor=processor,
-                **extra,
-            )
-        else:
-            response_ids, response_mask = generate(
-                policy.model,
-                policy.seq2seq,
-                prompt_ids,
-                prompt_mask,
-                max_new_tokens=max_new_tokens,
-                eos_id=tokenizer.eos_token_id,
-                pad_id=tokenizer.pad_token_id,
-                do_sample=True,
-                temperature=temperature,
-                logits_processor=processor,
-                record=record,
-            )
+        response_ids, response_mask = _sample(
+            policy,
+            tokenizer,
+            prompt_ids,
+            prompt_mask,
+            generator=generator,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            logits_processor=processor,
+            record=record,
+        )
         action_mask = None
         if action_masker is not None:
             action_mask = PackedMask.pack(
