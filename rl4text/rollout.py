@@ -262,7 +262,6 @@ def encode_samples(
     return encode_prompts(tokenizer, prompts, max_prompt_length, seq2seq)
 
 
-@torch.no_grad()
 def _sample(
     policy: ActorCritic,
     tokenizer,
@@ -303,6 +302,7 @@ def _sample(
     )
 
 
+@torch.no_grad()
 def collect_rollout(
     policy: ActorCritic,
     reference: nn.Module | None,
