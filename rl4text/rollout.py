@@ -287,6 +287,7 @@ def collect_rollout(
     critic always gets its own scoring pass.
     """
     device = policy.device
+    policy.generation_mode()
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
     )
