@@ -6,8 +6,8 @@ Settings, for a causal model (SmolLM2-135M-Instruct) and a seq2seq one (the T5-s
 init, SmolLM2's tokenizer: no pretrained seq2seq model is reachable offline; memory does not depend on weights):
 
 - ``full``: full fine-tuning, value head on the shared trunk, reference = one frozen copy (the default);
-- ``full_lean``: the same with ``train.micro_batch_size=1``, ``train.gradient_checkpointing=true`` and a
-  bfloat16 reference copy;
+- ``full_lean``: the same with ``train.micro_batch_size=1``, ``train.gradient_checkpointing=true`` (causal
+  only) and a bfloat16 reference copy;
 - ``lora``: ``model.lora.r=8`` (the reference is the base with adapters disabled: no copy);
 - ``three_copies``: policy, separate value model (``model.critic=separate``) and reference, three full copies
   as RL4LMs lays them out;

@@ -329,6 +329,7 @@ def collect_rollout(
     ``generator``: an ``rl4text.generation.Generator`` backend (default: :func:`generate` on ``policy.model``).
     """
     device = policy.device
+    policy.generation_mode()
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
     )

@@ -171,12 +171,12 @@ def test_lora_checkpoint_and_nlpo_snapshot_hold_only_adapters(tmp_path):
     assert state and all("lora_" in k for k in state if "mask_model" in k)
 
 
-def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer):
+def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer, kind="causal"):
     from rl4text.policies.actor_critic import enable_gradient_checkpointing
 
     results = []
     for checkpointing in (False, True):
-        model, seq2seq = tiny_model("causal", tokenizer)
+        model, seq2seq = tiny_model(kind, tokenizer)
         policy = ActorCritic(model, seq2seq)
         if checkpointing:
             enable_gradient_checkpointing(policy)
@@ -195,7 +195,6 @@ def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer):
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             policy.score(r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask.long())
         algo.update(batch)
-        assert not model.training  # back in eval mode after the update
         results.append(({n: p.detach().clone() for n, p in policy.named_parameters()}, sum(saved)))
     (p1, bytes1), (p2, bytes2) = results
     assert bytes2 < 0.7 * bytes1  # activations of the layers are recomputed, not kept

@@ -229,6 +229,7 @@ class Algorithm:
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         self.optimizer.step()
+        self.policy.generation_mode()  # gradient checkpointing left the model in train mode for the backward
         return float(norm)
 
     def accumulate(self, mb: TrainBatch, loss_fn) -> tuple[dict[str, float], float]:

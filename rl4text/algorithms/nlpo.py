@@ -21,6 +21,7 @@ from rl4text.algorithms.ppo import PPO, PPOConfig
 from rl4text.core import masked_mean
 from rl4text.policies.actor_critic import apply_action_mask, frozen_copy, sequence_logits
 from rl4text.policies.lora import AdapterSnapshot, is_peft
+from rl4text.policies.scoring import PackedMask
 from rl4text.registry import register_algorithm
 from rl4text.rollout import IncrementalDecoder
 
@@ -215,4 +216,6 @@ def mask_size(batch: TrainBatch) -> float:
     """Mean number of allowed tokens per real response step (the vocabulary size when nothing is masked)."""
     if batch.action_mask is None:
         return float("nan")
-    return float(masked_mean(batch.action_mask.counts().float(), batch.response_mask))
+    mask = batch.action_mask
+    counts = mask.counts() if isinstance(mask, PackedMask) else mask.sum(-1)
+    return float(masked_mean(counts.float(), batch.response_mask))

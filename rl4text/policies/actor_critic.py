@@ -224,19 +224,19 @@ class ActorCritic(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @contextlib.contextmanager
     def scoring_mode(self):
-        """Autocast, and train mode while gradients flow when gradient checkpointing is on (Hugging Face
-        checkpoints only in train mode; every dropout is at p=0, so the function is the same)."""
-        flip = self.gradient_checkpointing and torch.is_grad_enabled() and not self.model.training
-        if flip:
+        """The context of every scoring forward pass (autocast when ``model.autocast`` is set). With gradient
+        checkpointing a differentiable pass puts the model in train mode (Hugging Face checkpoints only there) and
+        leaves it so, since the backward's recomputation must run in the same mode; :meth:`generation_mode` (the
+        rollout, and ``Algorithm.step`` after the optimiser step) puts it back. Every dropout is at p=0."""
+        if self.gradient_checkpointing and torch.is_grad_enabled() and not self.model.training:
             self.model.train()
-        try:
-            with self.autocast():
-                yield
-        finally:
-            if flip:
-                self.model.eval()
+        return self.autocast()
+
+    def generation_mode(self) -> None:
+        """Eval mode for sampling (some models, e.g. T5, turn the KV cache off in train mode with checkpointing)."""
+        if self.model.training:
+            self.model.eval()
 
 
 def enable_gradient_checkpointing(policy: ActorCritic) -> None:
@@ -244,7 +244,7 @@ def enable_gradient_checkpointing(policy: ActorCritic) -> None:
     base = unwrapped(policy.model)
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False  # generation passes use_cache=True explicitly
-    policy.gradient_checkpointing = True
+    policy.gradient_checkpointing = True  # train mode during differentiable passes: ActorCritic.scoring_mode
 
 
 @torch.inference_mode()
