@@ -45,15 +45,16 @@ def add_lora(
     return peft_model
 
 
-class AdaptersDisabled(nn.Module):
-    """The base model of a PEFT policy, adapters off: the KL reference without a second copy of the weights.
-
-    Calls the wrapped model under ``disable_adapter()``; holds it without registering it (its parameters stay the
-    policy's, not counted twice)."""
+class _PeftView(nn.Module):
+    """A view of a PEFT policy that runs it (and its encoder) inside :meth:`context`; holds the model without
+    registering it, so its parameters stay the policy's, not counted twice."""
 
     def __init__(self, peft_model: nn.Module):
         super().__init__()
         object.__setattr__(self, "_peft", peft_model)
+
+    def context(self):
+        raise NotImplementedError
 
     def get_base_model(self) -> nn.Module:
         return self._peft.get_base_model()
@@ -70,14 +71,23 @@ class AdaptersDisabled(nn.Module):
         encoder = self._peft.get_encoder()
 
         def run(*args, **kwargs):
-            with self._peft.disable_adapter():
+            with self.context():
                 return encoder(*args, **kwargs)
 
         return run
 
     def forward(self, *args, **kwargs):
-        with self._peft.disable_adapter():
+        with self.context():
             return self._peft(*args, **kwargs)
+
+
+class AdaptersDisabled(_PeftView):
+    """The base model of a PEFT policy, adapters off: the KL reference without a second copy of the weights.
+
+    Calls the wrapped model under ``disable_adapter()``."""
+
+    def context(self):
+        return self._peft.disable_adapter()
 
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -85,7 +95,7 @@ def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if "lora_" in n}
 
 
-class AdapterSnapshot(nn.Module):
+class AdapterSnapshot(_PeftView):
     """A frozen snapshot of a PEFT policy's adapter weights, run on the policy's own (frozen) base weights.
 
     NLPO's mask policy lags the policy by up to mu - 1 updates; with LoRA only the adapters differ, so the
@@ -93,8 +103,7 @@ class AdapterSnapshot(nn.Module):
     forward passes concurrently)."""
 
     def __init__(self, peft_model: nn.Module):
-        super().__init__()
-        object.__setattr__(self, "_peft", peft_model)
+        super().__init__(peft_model)
         self.weights = {n: p.detach().clone() for n, p in lora_parameters(peft_model).items()}
 
     def refresh(self) -> None:
@@ -129,29 +138,8 @@ class AdapterSnapshot(nn.Module):
                 for n, p in params.items():
                     p.copy_(saved[n])
 
-    def get_base_model(self) -> nn.Module:
-        return self._peft.get_base_model()
-
-    @property
-    def config(self):
-        return self._peft.config
-
-    @property
-    def generation_config(self):
-        return self._peft.generation_config
-
-    def get_encoder(self):
-        encoder = self._peft.get_encoder()
-
-        def run(*args, **kwargs):
-            with self.swapped_in():
-                return encoder(*args, **kwargs)
-
-        return run
-
-    def forward(self, *args, **kwargs):
-        with self.swapped_in():
-            return self._peft(*args, **kwargs)
+    def context(self):
+        return self.swapped_in()
 
 
 def merged_for_saving(model: nn.Module) -> nn.Module:
