@@ -114,7 +114,9 @@ def test_two_run_benchmark_on_the_smoke_config(tmp_path, capsys):
         s = results["summary"][algo]["reward"]
         assert s["mean"] == pytest.approx(test["metrics"]["reward"])
         assert s["change"] == pytest.approx(s["mean"] - start["reward"])
-        assert s["ci95_half_width"] is None and s["verdict"] == "one seed: no interval"
+        # one seed: no Student-t interval, but a paired bootstrap against the start on the same test items
+        assert s["ci95_half_width"] is None and s["paired"]["n"] == 1
+        assert s["verdict_from"].startswith("combined interval")
         assert (run / "model" / "config.json").is_file() and not (run / "checkpoints").exists()  # pruned
     md = (out / "results.md").read_text()
     assert "| starting model |" in md and "## chrf" in md and "change vs start" in md
