@@ -22,10 +22,16 @@ def markdown(bench: Bench, meta: dict, res: dict, plots: list[Path]) -> str:
     lines += _settings(bench, meta, res)
     lines += [
         "",
-        "Each cell: mean over seeds ± half-width of the 95% Student-t interval over seeds (change = mean − starting "
-        "model). The verdicts come from the 95% interval of the change that holds both the seed-to-seed variance "
-        "and the test-set sampling variance (paired bootstrap; see the per-metric tables); where the runs have no "
-        "per-item values, from the Student-t interval over seeds, as the table says.",
+        "Overview cells: mean over seeds ± half-width of the 95% Student-t interval over seeds (change = mean − "
+        "starting model). Per-metric tables: *change vs start* is the mean over seeds of the paired change "
+        "Δ = run − start with its 95% interval mean Δ ± t_{n−1} · sqrt(s²_between/n + Var_boot), which holds both "
+        "the seed-to-seed variance and the test-set sampling variance (Var_boot: bootstrap variance of the "
+        "seed-mean Δ; one seed: the bootstrap percentile interval); *paired Δ per seed* is each seed against the "
+        "starting model on the same resamples of the same test items, with its 95% percentile interval and the "
+        "two-sided bootstrap p = (1 + #{b : |Δ_b − mean Δ| ≥ |Δ|}) / (B + 1). BLEU, chrF and TER are "
+        "rescored from summed sentence statistics on each resample (as sacrebleu's `--paired-bs`), the other "
+        "metrics are means of per-item values. The verdict comes from the interval of the change; where the runs "
+        "have no per-item values (older predictions), from the Student-t interval over seeds, and it says so.",
         "",
     ]
     main = [m for m in res["metrics"] if "/" not in m]

@@ -123,6 +123,11 @@ def test_two_run_benchmark_on_the_smoke_config(tmp_path, capsys):
     assert set(rows[0]["item"]) == {"reward", "reward/char_fraction", "response_length", "eos_rate"}
     for key in rows[0]["item"]:
         assert sum(r["item"][key] for r in rows) / len(rows) == pytest.approx(start[key], abs=1e-12)
+    # chrF rescored from the stored completions (sacrebleu's statistics, every item once) is eval.json's, exactly
+    from rl4text.bench_stats import item_scores
+
+    chrf, why = item_scores("chrf", rows, start["chrf"])
+    assert why is None and chrf.corpus() == start["chrf"]
     md = (out / "results.md").read_text()
     assert "| starting model |" in md and "## chrf" in md and "change vs start" in md
     assert "## Reward-hacking guards" in md and "## Sample outputs" in md and "paired p<0.05 on" in md

@@ -125,3 +125,18 @@ def test_rouge_and_meteor_per_item_values_average_to_the_corpus_score():
         for key, values in result.per_item.items():
             assert len(values) == len(HYPS)
             assert ItemScores.of_values(values).corpus() == result.corpus[key]  # bit for bit
+
+
+def test_resamples_are_sacrebleus(monkeypatch):
+    """The default resamples are the ones sacrebleu draws (same generator, seed and call), and rescoring them gives
+    sacrebleu's own bootstrap scores (``sacrebleu.significance._bootstrap_resample``)."""
+    from sacrebleu.significance import _bootstrap_resample
+
+    monkeypatch.setenv("SACREBLEU_SEED", "12345")
+    metric = build_metrics(["chrf"])["chrf"]
+    stats = metric.statistics(HYPS, REFS)
+    _, theirs = _bootstrap_resample(stats, metric.metric, n_samples=50)
+    ours = ItemScores.of_statistics(stats, metric.score_from_statistics).scores(resample_counts(4, 50))
+    # sacrebleu sums float32 statistics, so its scores are float32-rounded: equal to 1e-6 relative, not bit for bit
+    assert ours.tolist() == pytest.approx([s.score for s in theirs], rel=1e-6)
+    assert len({round(x, 6) for x in ours}) > 10  # really different resamples
