@@ -169,7 +169,7 @@ def metric_summary(metric: str, start: float, values: dict[int, float], paired: 
     else:
         out["verdict"] = seed_verdict(change, half, metric)
         why = "; ".join(sorted(set(notes.values()))) or "no per-item values"
-        out["verdict_from"] = f"Student-t over seeds (no paired test: {why})"
+        out["verdict_from"] = f"Student-t over seeds; no paired test: {why}"
     return out
 
 

@@ -258,7 +258,12 @@ def evaluate(
     scores["eos_rate"] = sum(eos) / n
     items["response_length"] = [len(t) for t in token_ids]
     items["eos_rate"] = [float(e) for e in eos]
-    rows = [
+    return scores, _rows(prompts, texts, refs, total, parts, items)
+
+
+def _rows(prompts, texts, refs, total, parts: dict, items: dict) -> list[dict]:
+    """One ``predictions.jsonl`` row per sample (``items``: key -> one value per sample)."""
+    return [
         {
             "prompt": p,
             "completion": c,
@@ -269,4 +274,3 @@ def evaluate(
         }
         for i, (p, c, r, t) in enumerate(zip(prompts, texts, refs, total))
     ]
-    return scores, rows
