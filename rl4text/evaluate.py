@@ -261,6 +261,11 @@ def evaluate(
     return scores, _rows(prompts, texts, refs, total, parts, items)
 
 
+def logged_rows(rows: list[dict], n: int) -> list[dict]:
+    """The first ``n`` rows for ``samples.jsonl``: without the per-item values (those are for predictions.jsonl)."""
+    return [{k: v for k, v in r.items() if k != "item"} for r in rows[:n]]
+
+
 def _rows(prompts, texts, refs, total, parts: dict, items: dict) -> list[dict]:
     """One ``predictions.jsonl`` row per sample (``items``: key -> one value per sample)."""
     return [
