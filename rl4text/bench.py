@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rl4text.bench_stats import LOWER_IS_BETTER, NEUTRAL, summarize
+from rl4text.bench_stats import LOWER_IS_BETTER, NEUTRAL, ResultsError, summarize
 from rl4text.bench_stats import seed_verdict as _verdict
 from rl4text.compare import Group, fmt, load_run_folder, plot_curves
 from rl4text.compare import curves as curve_data
@@ -333,7 +333,10 @@ def write_results(bench: Bench, extra: list[str]) -> Path:
     from rl4text.bench_report import markdown
     from rl4text.runtime import write_text_atomic
 
-    res = summarize(bench)
+    try:
+        res = summarize(bench)
+    except ResultsError as exc:
+        raise BenchError(str(exc)) from None
     out = bench.output_dir
     command = " ".join(
         ["rl4text bench", shlex.quote(portable(bench.path, out)), *(shlex.quote(o) for o in extra)]

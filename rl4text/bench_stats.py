@@ -37,8 +37,26 @@ N_EXAMPLES = 3
 ALPHA = 0.05
 
 
+class ResultsError(ValueError):
+    """A file of a benchmark folder that cannot be read; the message names it."""
+
+
+def _json(file: Path, text: str, line: int | None = None):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{file}" + (f", line {line}" if line is not None else "")
+        raise ResultsError(
+            f"{where}: not valid JSON ({exc}); delete that evaluation's eval.json and rerun the benchmark to redo it"
+        ) from None
+
+
 def read_eval(path: Path) -> dict:
-    return json.loads((path / "eval.json").read_text())["metrics"]
+    file = path / "eval.json"
+    data = _json(file, file.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise ResultsError(f"{file}: expected an object with a 'metrics' mapping (as `rl4text eval` writes)")
+    return data["metrics"]
 
 
 def read_predictions(path: Path) -> list[dict] | None:
@@ -46,7 +64,8 @@ def read_predictions(path: Path) -> list[dict] | None:
     file = path / "predictions.jsonl"
     if not file.is_file():
         return None
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    lines = file.read_text().splitlines()
+    return [_json(file, line, i + 1) for i, line in enumerate(lines) if line.strip()]
 
 
 def _direction(sign: float, metric: str) -> str:

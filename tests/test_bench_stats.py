@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rl4text.bench import load_bench, write_results
+from rl4text.bench import BenchError, load_bench, write_results
 from rl4text.bench_stats import paired_verdict, summarize
 from rl4text.metrics import build_metrics
 
@@ -145,3 +145,10 @@ def test_paired_verdict_directions():
     assert paired_verdict(-2.0, -0.1, "ter") == "better than start"
     assert paired_verdict(-2.0, -0.1, "response_length") == "lower than start"
     assert paired_verdict(0.0, 2.0, "chrf") == "no significant change"  # touching 0 is not excluding it
+
+
+def test_a_broken_predictions_file_is_a_clear_error(bench):
+    file = bench.run_dir("up", 1) / "test" / "predictions.jsonl"
+    file.write_text(file.read_text() + "{not json\n")
+    with pytest.raises(BenchError, match=r"up-seed1/test/predictions.jsonl, line 6: not valid JSON"):
+        write_results(bench, [])
