@@ -16,7 +16,10 @@ The runner trains each pair into ``<output>/runs/<label>-seed<N>/``, then decode
 ``model/`` into ``<run>/test/{eval.json,predictions.jsonl}``; the starting model is evaluated once into
 ``<output>/start/``. A pair whose ``test/eval.json`` exists is not redone; a pair interrupted mid-training resumes
 from its last checkpoint (the runner turns on periodic checkpoints). Then it writes ``results.json``,
-``results.md`` (per metric: mean over seeds, 95% Student-t interval, change from the starting model) and plots.
+``results.md`` (per metric: the start, mean over seeds with its 95% Student-t interval, a paired bootstrap of every
+seed against the starting model on the same test items and the interval of the change over seeds and test set:
+:mod:`rl4text.bench_stats`; reward-hacking guards and sample outputs: :mod:`rl4text.bench_report`) and plots.
+Paths in ``results.json`` are relative (:func:`portable`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rl4text.compare import Group, fmt, load_run_folder, mean_ci, plot_curves
+from rl4text.bench_stats import LOWER_IS_BETTER, NEUTRAL, ResultsError, summarize
+from rl4text.bench_stats import seed_verdict as _verdict
+from rl4text.compare import Group, fmt, load_run_folder, plot_curves
 from rl4text.compare import curves as curve_data
 from rl4text.config import Config, ConfigError, load_config, load_yaml
 
@@ -49,8 +54,7 @@ BENCH_KEYS = {
 }
 TEST_KEYS = {"split", "max_samples"}
 DEFAULT_CURVES = ["rollout/reward_mean", "kl/mean"]
-LOWER_IS_BETTER = {"ter", "self_bleu", "perplexity"}
-NEUTRAL = {"response_length", "eos_rate"}  # neither direction is better in itself
+__all__ = ["LOWER_IS_BETTER", "NEUTRAL", "Bench", "BenchError", "_verdict", "run_bench", "summarize"]
 
 
 class BenchError(ValueError):
@@ -313,73 +317,36 @@ def _run_parallel(bench: Bench, todo: list[tuple[str, int]], extra: list[str], j
 # ------------------------------------------------------------------------------------------------- results
 
 
-def _read_eval(path: Path) -> dict:
-    return json.loads((path / "eval.json").read_text())["metrics"]
-
-
-def _verdict(change: float, half: float | None, metric: str) -> str:
-    if half is None:
-        return "one seed: no interval"
-    if abs(change) <= half:
-        return "no significant change"
-    if metric in NEUTRAL:
-        return "higher than start" if change > 0 else "lower than start"
-    better = (change > 0) != (metric in LOWER_IS_BETTER)
-    return "better than start" if better else "worse than start"
-
-
-def summarize(bench: Bench) -> dict:
-    start = _read_eval(bench.output_dir / "start")
-    per_algo: dict[str, dict[int, dict]] = {}
-    for label, seed in bench.pairs():
-        test = bench.run_dir(label, seed) / "test"
-        if _done(test):
-            per_algo.setdefault(label, {})[seed] = _read_eval(test)
-    metrics = [m for m in start if "/" not in m] + [m for m in start if "/" in m]
-    summary: dict[str, dict[str, dict]] = {}
-    for label, seeds in per_algo.items():
-        summary[label] = {}
-        for m in metrics:
-            values = [s[m] for s in seeds.values() if m in s]
-            if not values:
-                continue
-            mean, half = mean_ci(values)
-            change = mean - start[m]
-            summary[label][m] = {
-                "mean": mean,
-                "ci95_half_width": half,
-                "n": len(values),
-                "values": values,
-                "start": start[m],
-                "change": change,
-                "verdict": _verdict(change, half, m),
-            }
-    speed = {}
-    for label in per_algo:
-        times = []
-        for seed in per_algo[label]:
-            path = bench.run_dir(label, seed) / "metrics.jsonl"
-            if path.is_file():
-                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-                times += [r["time/iteration_s"] for r in rows if "time/iteration_s" in r]
-        speed[label] = sum(times) / len(times) if times else None
-    return {
-        "start": start,
-        "runs": per_algo,
-        "summary": summary,
-        "metrics": metrics,
-        "seconds_per_iteration": speed,
-    }
+def portable(path: str | Path, out: Path) -> str:
+    """``path`` as results.json stores it: relative to the repository holding it (the nearest folder above it
+    with ``.git``), else relative to the results folder ``out``; never this machine's absolute path."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        if (folder / ".git").exists():
+            return path.relative_to(folder).as_posix()
+    return Path(os.path.relpath(path, out.resolve())).as_posix()
 
 
 def write_results(bench: Bench, extra: list[str]) -> Path:
-    res = summarize(bench)
-    command = " ".join(["rl4text bench", shlex.quote(str(bench.path)), *(shlex.quote(o) for o in extra)])
+    """Recompute ``results.json``, ``results.md`` and the plots from the benchmark folder's files alone (what
+    ``rl4text bench FILE --report`` does); returns ``results.md``'s path."""
+    from rl4text.bench_report import markdown
+    from rl4text.runtime import write_text_atomic
+
+    try:
+        res = summarize(bench)
+    except ResultsError as exc:
+        raise BenchError(str(exc)) from None
+    out = bench.output_dir
+    command = " ".join(
+        ["rl4text bench", shlex.quote(portable(bench.path, out)), *(shlex.quote(o) for o in extra)]
+    )
     cfg = bench.config(next(iter(bench.algorithms)), bench.seeds[0], extra)
     meta = {
         "bench": bench.name,
-        "file": str(bench.path),
-        "base_config": str(bench.base_config),
+        "file": portable(bench.path, out),
+        "base_config": portable(bench.base_config, out),
+        "paths_relative_to": "the repository root (or, for a file outside a repository, the results folder)",
         "overrides": bench.overrides + extra,
         "algorithms": bench.algorithms,
         "seeds": bench.seeds,
@@ -390,77 +357,10 @@ def write_results(bench: Bench, extra: list[str]) -> Path:
         "command": command,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out = bench.output_dir
-    (out / "results.json").write_text(json.dumps({**meta, **res}, indent=2) + "\n")
+    write_text_atomic(out / "results.json", json.dumps({**meta, **res}, indent=2) + "\n")
     plots = _plots(bench)
-    md = _markdown(bench, meta, res, plots)
-    (out / "results.md").write_text(md)
+    write_text_atomic(out / "results.md", markdown(bench, meta, res, plots))
     return out / "results.md"
-
-
-def _markdown(bench: Bench, meta: dict, res: dict, plots: list[Path]) -> str:
-    n_test = res["start"] and meta["max_samples"]
-    lines = [f"# Benchmark `{bench.name}`", ""]
-    if bench.description:
-        lines += [bench.description, ""]
-    lines += [
-        f"- base config: `{Path(meta['base_config']).name}`, overrides: {', '.join(f'`{o}`' for o in meta['overrides']) or 'none'}",
-        f"- algorithms: {', '.join(f'`{a}`' for a in bench.algorithms)}; seeds: {bench.seeds}; "
-        f"{meta['iterations']} iterations × {meta['rollout_batch_size']} episodes each",
-        f"- test: split `{bench.split}`, {n_test or 'all'} samples; the starting model is evaluated once "
-        "(greedy decoding is seed-independent)",
-    ]
-    if meta["command"]:
-        lines.append(f"- command (reruns or resumes it): `{meta['command']}`")
-    missing = [f"{a} seed {s}" for a, s in bench.pairs() if s not in res["runs"].get(a, {})]
-    if missing:
-        lines.append(f"- **not run (yet): {', '.join(missing)}**; the tables hold the finished pairs only")
-    timing = {a: v for a, v in res.get("seconds_per_iteration", {}).items() if v is not None}
-    if timing:
-        lines.append(
-            "- seconds per training iteration: " + ", ".join(f"{a} {v:.1f}" for a, v in timing.items())
-        )
-    lines += [
-        "",
-        "Each cell: mean over seeds ± half-width of the 95% Student-t interval; change = mean − starting model; "
-        "the verdict says whether that interval around the mean excludes the starting model's score.",
-        "",
-    ]
-    main = [m for m in res["metrics"] if "/" not in m]
-    if res["summary"]:
-        lines += ["| model | " + " | ".join(main) + " |", "|---|" + "---:|" * len(main)]
-        lines.append("| starting model | " + " | ".join(fmt(res["start"][m]) for m in main) + " |")
-        for algo, s in res["summary"].items():
-            cells = [_cell(s[m]) if m in s else "–" for m in main]
-            lines.append(f"| {algo} | " + " | ".join(cells) + " |")
-        lines += ["", "Overview cells: mean ± 95% CI (change vs start). Per metric, with verdicts:", ""]
-    for m in res["metrics"]:
-        rows = [(a, s[m]) for a, s in res["summary"].items() if m in s]
-        if not rows:
-            continue
-        lines += [
-            f"## {m}",
-            "",
-            "| model | seeds | mean ± 95% CI | change vs start | verdict |",
-            "|---|---:|---:|---:|---|",
-        ]
-        lines.append(f"| starting model | – | {fmt(res['start'][m])} | – | – |")
-        for algo, s in rows:
-            ci = f" ± {fmt(s['ci95_half_width'])}" if s["ci95_half_width"] is not None else ""
-            lines.append(
-                f"| {algo} | {s['n']} | {fmt(s['mean'])}{ci} | {s['change']:+.3f} | {s['verdict']} |"
-            )
-        lines.append("")
-    if plots:
-        lines += ["## Curves", "", "Mean over seeds at each iteration; band: 95% t interval.", ""]
-        lines += [f"![{p.stem}]({p.name})" for p in plots]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _cell(s: dict) -> str:
-    ci = f" ± {fmt(s['ci95_half_width'])}" if s["ci95_half_width"] is not None else ""
-    return f"{fmt(s['mean'])}{ci} ({s['change']:+.3f})"
 
 
 def _plots(bench: Bench) -> list[Path]:

@@ -223,7 +223,10 @@ def evaluate(
     shard=None,
 ) -> tuple[dict[str, float], list[dict]]:
     """``(scores, rows)``: mean reward (and per component), each metric's corpus score, response length, EOS rate;
-    ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``. ``metrics``: names, or built metrics.
+    ``rows`` are per-sample prompt / completion / references / reward and ``reward/<component>``, and ``item``:
+    the sample's value of every score key whose score is the mean of per-sample values (reward and components,
+    the metrics' ``per_item`` keys, ``response_length``, ``eos_rate``), for paired tests over samples.
+    ``metrics``: names, or built metrics.
 
     ``shard`` (``rl4text.runtime.Dist``: ``rank``, ``world_size``, ``gather_objects``): each process decodes and
     rewards the samples ``rank::world_size``; the pieces are gathered back into sample order on every process,
@@ -246,18 +249,33 @@ def evaluate(
     scores.update({f"reward/{k}": sum(v) / n for k, v in parts.items()})
     # build once and pass the instances in when evaluating repeatedly (model-based metrics load encoders)
     built = build_metrics(metrics) if isinstance(metrics, list) else metrics
+    items: dict[str, list[float]] = {"reward": list(total), **{f"reward/{k}": v for k, v in parts.items()}}
     for metric in built.values():
-        scores.update(metric.compute(texts, refs).corpus)
+        result = metric.compute(texts, refs)
+        scores.update(result.corpus)
+        items.update(result.per_item)
     scores["response_length"] = sum(len(t) for t in token_ids) / n
     scores["eos_rate"] = sum(eos) / n
-    rows = [
+    items["response_length"] = [len(t) for t in token_ids]
+    items["eos_rate"] = [float(e) for e in eos]
+    return scores, _rows(prompts, texts, refs, total, parts, items)
+
+
+def logged_rows(rows: list[dict], n: int) -> list[dict]:
+    """The first ``n`` rows for ``samples.jsonl``: without the per-item values (those are for predictions.jsonl)."""
+    return [{k: v for k, v in r.items() if k != "item"} for r in rows[:n]]
+
+
+def _rows(prompts, texts, refs, total, parts: dict, items: dict) -> list[dict]:
+    """One ``predictions.jsonl`` row per sample (``items``: key -> one value per sample)."""
+    return [
         {
             "prompt": p,
             "completion": c,
             "references": r,
             "reward": t,
             **{f"reward/{k}": v[i] for k, v in parts.items()},
+            "item": {key: values[i] for key, values in items.items()},
         }
         for i, (p, c, r, t) in enumerate(zip(prompts, texts, refs, total))
     ]
-    return scores, rows

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl4text.config import Config, ConfigError, TokenizerTrainingConfig, save_config
-from rl4text.evaluate import Decoding, evaluate
+from rl4text.evaluate import Decoding, evaluate, logged_rows
 from rl4text.metrics import build_metrics
 from rl4text.models import disable_dropout, load_model, load_tokenizer, save_pretrained_model
 from rl4text.policies.actor_critic import sequence_logits
@@ -527,7 +527,12 @@ def run_eval(run: SFTRun, log: RunLogger | None, step: int, samples: list[dict])
         use_chat_template=run.use_chat,
     )
     if log is not None:
-        log.samples([{"step": step, "iteration": step, **r} for r in rows[: run.cfg.eval.num_logged_samples]])
+        log.samples(
+            [
+                {"step": step, "iteration": step, **r}
+                for r in logged_rows(rows, run.cfg.eval.num_logged_samples)
+            ]
+        )
     return scores
 
 

@@ -22,7 +22,7 @@ import torch
 from rl4text.config import Config, ConfigError, save_config
 from rl4text.core import make_kl_controller, masked_mean
 from rl4text.core.shaping import kl_penalized_rewards
-from rl4text.evaluate import Decoding, evaluate
+from rl4text.evaluate import Decoding, evaluate, logged_rows
 from rl4text.generation import Generator, check_masker_backend, make_generator
 from rl4text.metrics import build_metrics
 from rl4text.models import load_model, load_tokenizer, save_pretrained_model
@@ -572,7 +572,9 @@ def run_eval(loop: Loop, iteration: int) -> dict:
             generator=c.generator,
             shard=c.dist,  # each process decodes its share; scores over all of them
         )
-    loop.log.samples([{"iteration": iteration, **r} for r in rows[: loop.cfg.eval.num_logged_samples]])
+    loop.log.samples(
+        [{"iteration": iteration, **r} for r in logged_rows(rows, loop.cfg.eval.num_logged_samples)]
+    )
     return scores
 
 

@@ -114,10 +114,33 @@ def test_two_run_benchmark_on_the_smoke_config(tmp_path, capsys):
         s = results["summary"][algo]["reward"]
         assert s["mean"] == pytest.approx(test["metrics"]["reward"])
         assert s["change"] == pytest.approx(s["mean"] - start["reward"])
-        assert s["ci95_half_width"] is None and s["verdict"] == "one seed: no interval"
+        # one seed: no Student-t interval, but a paired bootstrap against the start on the same test items
+        assert s["ci95_half_width"] is None and s["paired"]["n"] == 1
+        assert s["verdict_from"].startswith("combined interval")
         assert (run / "model" / "config.json").is_file() and not (run / "checkpoints").exists()  # pruned
+    # predictions carry each sample's value of every mean-type score (not chrF: sacrebleu sums statistics)
+    rows = [json.loads(line) for line in (out / "start" / "predictions.jsonl").read_text().splitlines()]
+    assert set(rows[0]["item"]) == {"reward", "reward/char_fraction", "response_length", "eos_rate"}
+    for key in rows[0]["item"]:
+        assert sum(r["item"][key] for r in rows) / len(rows) == pytest.approx(start[key], abs=1e-12)
+    # chrF rescored from the stored completions (sacrebleu's statistics, every item once) is eval.json's, exactly
+    from rl4text.bench_stats import item_scores
+
+    chrf, why = item_scores("chrf", rows, start["chrf"])
+    assert why is None and chrf.corpus() == start["chrf"]
     md = (out / "results.md").read_text()
     assert "| starting model |" in md and "## chrf" in md and "change vs start" in md
+    assert "## Reward-hacking guards" in md and "## Sample outputs" in md and "paired p<0.05 on" in md
+    assert '"/' not in (out / "results.json").read_text()  # no absolute path of this machine
+    # --report recomputes everything from the folder alone
+    (out / "results.md").unlink()
+    (out / "results.json").unlink()
+    assert main(["bench", str(bench_file), "--output-dir", str(out), "--report"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert {k: v for k, v in again.items() if k != "written"} == {
+        k: v for k, v in results.items() if k != "written"
+    }
+    assert (out / "results.md").read_text() == md
     assert (out / "curve_rollout_reward_mean.png").is_file() and (out / "curve_eval_reward.png").is_file()
     # a second invocation redoes nothing: finished pairs are left as they are
     stamp = (out / "runs" / "ppo-seed0" / "metrics.jsonl").stat().st_mtime_ns

@@ -63,6 +63,10 @@ def test_bertscore_reward_and_metric_equal_bert_score(bertscore_f):
     assert result.corpus["bertscore_p"] == pytest.approx(100 * sum(p) / len(p), abs=1e-4)
     assert result.corpus["bertscore_r"] == pytest.approx(100 * sum(r) / len(r), abs=1e-4)
     assert result.per_sample == pytest.approx([100 * x for x in f], abs=1e-4)
+    # per-item P, R, F (for paired tests): their means are the corpus scores
+    for key, values in (("bertscore_p", p), ("bertscore_r", r), ("bertscore", f)):
+        assert result.per_item[key] == pytest.approx([100 * x for x in values], abs=1e-4)
+        assert sum(result.per_item[key]) / len(HYPS) == pytest.approx(result.corpus[key], abs=1e-9)
 
 
 @needs_minilm

@@ -9,10 +9,16 @@ from rl4text.registry import METRICS
 
 @dataclass
 class MetricResult:
-    """Corpus scores (``{"chrf": 51.2}``) and one score per prediction (``per_sample[i]``)."""
+    """Corpus scores (``{"chrf": 51.2}``) and one score per prediction (``per_sample[i]``).
+
+    ``per_item[key][i]``: prediction i's value of corpus key ``key``, given only for keys whose corpus score is
+    exactly the mean of these values (ROUGE, METEOR, BERTScore; not sacrebleu's corpus BLEU/chrF/TER, which sum
+    sufficient statistics, nor token-weighted perplexity). Evaluation stores them per row, for paired tests.
+    """
 
     corpus: dict[str, float]
     per_sample: list[float] = field(default_factory=list)
+    per_item: dict[str, list[float]] = field(default_factory=dict)
 
 
 def build_metrics(names: list[str]) -> dict[str, object]:

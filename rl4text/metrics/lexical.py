@@ -34,7 +34,13 @@ def _transpose(references: list[list[str]]) -> list[list[str | None]]:
 
 
 class _Sacre:
-    """A sacrebleu corpus metric, with sentence scores (``sentence``) as ``per_sample``."""
+    """A sacrebleu corpus metric, with sentence scores (``sentence``) as ``per_sample``.
+
+    The corpus score is not a mean of sentence scores: sacrebleu sums per-sentence sufficient statistics
+    (n-gram matches and counts, edits and lengths) and computes the score from the sums. A paired bootstrap
+    therefore resamples :meth:`statistics` and rescores with :meth:`score_from_statistics`, as
+    ``sacrebleu.significance`` does; summed over all sentences they give exactly ``compute``'s corpus score.
+    """
 
     name = ""
 
@@ -47,6 +53,15 @@ class _Sacre:
         corpus = self.metric.corpus_score(list(predictions), _transpose(references)).score
         per = [self.sentence.sentence_score(p, _refs(r)).score for p, r in zip(predictions, references)]
         return MetricResult({self.name: corpus}, per)
+
+    def statistics(self, predictions: list[str], references: list[list[str]]) -> list[list[float]]:
+        """Each prediction's sufficient statistics, as ``compute``'s corpus score sums them."""
+        _check(predictions, references)
+        return self.metric._extract_corpus_statistics(list(predictions), _transpose(references))
+
+    def score_from_statistics(self, summed: list[float]) -> float:
+        """The corpus score of statistics summed over a multiset of predictions."""
+        return self.metric._compute_score_from_stats(summed).score
 
 
 @register_metric("chrf")
@@ -116,7 +131,7 @@ class Rouge:
             for t in ROUGE_TYPES:
                 per[t].append(100.0 * scores[t].fmeasure)
         corpus = {t: sum(v) / len(v) for t, v in per.items()}
-        return MetricResult(corpus, per[self.per_sample_type])
+        return MetricResult(corpus, per[self.per_sample_type], per_item=per)
 
 
 @register_metric("meteor")
@@ -135,4 +150,4 @@ class Meteor:
         from rl4text.metrics.meteor import meteor
 
         per = [100.0 * meteor(p, _refs(r), wordnet=self.wordnet) for p, r in zip(predictions, references)]
-        return MetricResult({"meteor": sum(per) / len(per)}, per)
+        return MetricResult({"meteor": sum(per) / len(per)}, per, per_item={"meteor": per})

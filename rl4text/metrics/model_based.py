@@ -18,7 +18,8 @@ class BERTScore:
     """Corpus BERTScore: mean P, R and F over the predictions, ×100 (the 0-100 scale of sacrebleu's metrics).
 
     ``corpus``: ``bertscore`` (F), ``bertscore_p``, ``bertscore_r``; ``per_sample``: each prediction's F ×100,
-    best over its references (bert_score's rule). Arguments as the ``bertscore`` reward's; with ``idf=True``
+    best over its references (bert_score's rule); ``per_item``: each prediction's P, R and F (their means are
+    the corpus scores). Arguments as the ``bertscore`` reward's; with ``idf=True``
     and no ``idf_sentences`` the idf weights come from each call's references, as ``bert_score.score`` does.
     """
 
@@ -56,7 +57,10 @@ class BERTScore:
             set_idf_from(self.scorer, references)
         prf = score_prf(self.scorer, predictions, references).double() * 100
         p, r, f = (prf[:, i].mean().item() if len(prf) else math.nan for i in range(3))
-        return MetricResult({"bertscore": f, "bertscore_p": p, "bertscore_r": r}, prf[:, 2].tolist())
+        items = {key: prf[:, i].tolist() for i, key in enumerate(("bertscore_p", "bertscore_r", "bertscore"))}
+        return MetricResult(
+            {"bertscore": f, "bertscore_p": p, "bertscore_r": r}, prf[:, 2].tolist(), per_item=items
+        )
 
 
 def _load_causal_lm(model: str, gguf_file: str | None, tokenizer: str | None, dtype: str):
