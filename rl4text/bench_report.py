@@ -24,7 +24,7 @@ def markdown(bench: Bench, meta: dict, res: dict, plots: list[Path]) -> str:
         "",
         "Overview cells: mean over seeds ± half-width of the 95% Student-t interval over seeds (change = mean − "
         "starting model). Per-metric tables: *change vs start* is the mean over seeds of the paired change "
-        "Δ = run − start with its 95% interval mean Δ ± t_{n−1} · sqrt(s²_between/n + Var_boot), which holds both "
+        "Δ = run − start with its 95% interval mean Δ ± t_df · sqrt(s²_between/n + Var_boot) (df: Welch–Satterthwaite, from n − 1 up to B − 1), which holds both "
         "the seed-to-seed variance and the test-set sampling variance (Var_boot: bootstrap variance of the "
         "seed-mean Δ; one seed: the bootstrap percentile interval); *paired Δ per seed* is each seed against the "
         "starting model on the same resamples of the same test items, with its 95% percentile interval and the "

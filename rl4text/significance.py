@@ -166,11 +166,15 @@ class Combined:
 
 
 def combined_interval(paired: Sequence[Paired]) -> Combined:
-    """Mean Δ over n seeds ± t_{n−1, 0.975} · sqrt(s²_between / n + Var_boot(mean over seeds of Δ_b)).
+    """Mean Δ over n seeds ± t_{df, 0.975} · sqrt(s²_between / n + Var_boot(mean over seeds of Δ_b)).
 
     s²_between: the sample variance (n − 1) of the seeds' observed Δ, the training noise; Var_boot: the sample
     variance (B − 1) over the shared resamples b of the seeds' average Δ_b, the test-set noise of the mean
     (seeds scored on the same resample move together, so it is computed on the average, not summed per seed).
+    df: Welch–Satterthwaite's for a sum of two variance estimates, s²_between / n on n − 1 degrees of freedom and
+    Var_boot on B − 1: ``(a + v)² / (a² / (n − 1) + v² / (B − 1))`` with ``a = s²_between / n``. It is n − 1 when
+    the seeds' spread dominates and tends to B − 1 (the normal quantile for B = 1000) when the test set's does, so
+    seeds that agree exactly get the test-set interval, not one widened by t_{n−1}.
     One seed: the bootstrap percentile interval of its Δ (no seed variance to estimate).
     """
     if not paired:
@@ -184,5 +188,8 @@ def combined_interval(paired: Sequence[Paired]) -> Combined:
         lo, hi = paired[0].lo, paired[0].hi
         return Combined(mean, lo, hi, 1, None, var_boot)
     s2 = float(np.var(observed, ddof=1))
-    half = t_critical(n - 1) * math.sqrt(s2 / n + var_boot)
+    a, b = s2 / n, len(mean_boot)
+    denom = a * a / (n - 1) + (var_boot * var_boot / (b - 1) if b > 1 else 0.0)
+    df = (a + var_boot) ** 2 / denom if denom > 0 else float(n - 1)
+    half = t_critical(max(df, float(n - 1))) * math.sqrt(a + var_boot)
     return Combined(mean, mean - half, mean + half, n, s2, var_boot)

@@ -83,20 +83,22 @@ def _paired(delta: float, deltas: list[float]) -> Paired:
 def test_combined_interval_by_hand():
     # two seeds, observed Δ 1 and 3, on 4 shared resamples Δ_b = [0, 2, 1, 1] and [2, 4, 3, 3]
     # mean Δ 2; s²_between = ((1-2)² + (3-2)²) / 1 = 2; seed-mean Δ_b = [1, 3, 2, 2]: Var_boot = (1+1+0+0)/3 = 2/3
-    # half = t_1 · sqrt(2/2 + 2/3) = 12.706 · 1.290994 = 16.4034
+    # a = s²/n = 1, v = 2/3 on B - 1 = 3 df: Welch–Satterthwaite df = (5/3)² / (1/1 + (4/9)/3) = 2.41935;
+    # t by the table's 1/df interpolation between df 2 (4.303) and 3 (3.182): 3.182 + 1.121 · (0.413333 - 1/3) · 6
+    # = 3.72008; half = 3.72008 · sqrt(1 + 2/3) = 3.72008 · 1.290994 = 4.80260
     c = combined_interval([_paired(1.0, [0, 2, 1, 1]), _paired(3.0, [2, 4, 3, 3])])
     assert c.mean_delta == 2.0 and c.s2_between == pytest.approx(2.0) and c.var_boot == pytest.approx(2 / 3)
-    assert (c.lo, c.hi) == pytest.approx((2 - 16.4034, 2 + 16.4034), abs=1e-3)
-    # dropping Var_boot: ±12.706; dropping s²_between: ±10.374: both fail the line above
+    assert (c.lo, c.hi) == pytest.approx((2 - 4.8026, 2 + 4.8026), abs=1e-3)
+    # t_{n-1} = 12.706 instead: ±16.403; dropping Var_boot: ±12.706 (df 1); dropping s²: ±2.598 (df 3): all fail
 
 
 def test_identical_seeds_give_a_test_set_interval_not_zero_width():
     # both seeds Δ 1 with Δ_b [0, 2, 1, 1]: s²_between = 0, Var_boot of the seed mean = 2/3 (the seeds move together
     # on a resample, so averaging them does not shrink it: the mean of per-seed variances / n, 1/3, would)
-    # half = 12.706 · sqrt(0 + 2/3) = 10.3745
+    # a = 0, so df = v² / (v² / 3) = B - 1 = 3: half = t_3 · sqrt(2/3) = 3.182 · 0.816497 = 2.59809 (not t_1's 10.3745)
     c = combined_interval([_paired(1.0, [0, 2, 1, 1]), _paired(1.0, [0, 2, 1, 1])])
     assert c.s2_between == 0.0 and c.var_boot == pytest.approx(2 / 3)
-    assert c.hi - c.mean_delta == pytest.approx(T1 * math.sqrt(2 / 3), abs=1e-3)
+    assert c.hi - c.mean_delta == pytest.approx(3.182 * math.sqrt(2 / 3), abs=1e-3)
     # one seed: the bootstrap percentile interval itself
     one = combined_interval([_paired(1.0, [0, 2, 1, 1])])
     assert (one.lo, one.hi, one.n, one.s2_between) == (pytest.approx(0.075), pytest.approx(1.925), 1, None)
