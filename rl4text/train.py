@@ -214,11 +214,6 @@ def build_policy(
     if m.autocast:
         policy.autocast_dtype = torch.bfloat16
     if cfg.train.gradient_checkpointing:
-        if seq2seq:  # T5's checkpointed update differed from the plain one (by 1e-2 on a tiny model): not yet
-            raise ConfigError(
-                "train.gradient_checkpointing is supported for causal models only (on encoder-decoder models "
-                "its update did not match the plain one); use train.micro_batch_size to lower the peak instead"
-            )
         enable_gradient_checkpointing(policy)
     return policy, reference
 

@@ -242,7 +242,13 @@ class ActorCritic(nn.Module):
 def enable_gradient_checkpointing(policy: ActorCritic) -> None:
     """Recompute the trunk's activations in the backward pass (``train.gradient_checkpointing``)."""
     base = unwrapped(policy.model)
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(
+        base, "activation_checkpointing_enable", None
+    )  # transformers >= 5.24; the old name warns
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False  # generation passes use_cache=True explicitly
     policy.gradient_checkpointing = True  # train mode during differentiable passes: ActorCritic.scoring_mode
 
