@@ -142,6 +142,10 @@ def test_autocast_runs_every_pass_in_bfloat16_and_keeps_weights_and_optimiser_fp
     assert ((r.ref_logprobs - fp32.logprobs) * m).abs().max().item() <= tol  # the same weights, in bf16
     assert ((new.logprobs.detach() - fp32.logprobs) * m).abs().max().item() > 1e-5  # bf16 is really on
     phase[0] = "step"
+    grad_dtypes = set()
+    optimizer.register_step_pre_hook(
+        lambda opt, *_: grad_dtypes.update(p.grad.dtype for g in opt.param_groups for p in g["params"])
+    )
     stats = algo.update(algo.prepare(r, m * 0.5))
     assert dtypes == {
         ("rollout", "policy"): {torch.bfloat16},
@@ -151,7 +155,8 @@ def test_autocast_runs_every_pass_in_bfloat16_and_keeps_weights_and_optimiser_fp
         ("fp32", "policy"): {torch.float32},
     }
     assert stats and all(p.dtype == torch.float32 for p in policy.parameters())
-    assert all(p.grad.dtype == torch.float32 for p in policy.parameters() if p.grad is not None)
+    assert grad_dtypes == {torch.float32}
+    assert all(p.grad is None for p in policy.parameters())  # freed after the step (Algorithm.step)
     states = [s for s in optimizer.state.values() if s]
     assert states and all(s["exp_avg"].dtype == s["exp_avg_sq"].dtype == torch.float32 for s in states)
 
