@@ -3,8 +3,9 @@ differentiable scoring pass + backward of the same episodes, alternated A B A B 
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python benchmarks/autocast_probe.py --rounds 2
 
-Prints the median seconds of each part per setting and the ratios (autocast / fp32). Weights are not changed
-(no optimiser step), so every round samples from the same policy.
+Prints the median seconds of each part per setting and the ratios (autocast / fp32), and how far the update's
+first forward is from the behaviour log-probs taken from generation (PPO's first ratio) in each setting. Weights
+are not changed (no optimiser step), so every round samples from the same policy.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def main() -> None:
             ((out.logprobs * r.response_mask).sum() + out.values.sum()).backward()
             c.policy.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
+        if measured and not args.no_update:
+            # the update's first forward against the behaviour log-probs taken from generation: PPO's first ratio
+            delta = (out.logprobs.detach() - r.logprobs)[r.response_mask.bool()]
+            outside = ((delta.exp() - 1).abs() > 0.2).float().mean()
+            print(
+                f"{setting}: |update - behaviour log-prob| max {delta.abs().max():.2e} mean {delta.abs().mean():.2e}, "
+                f"first ratios outside 1 +- 0.2: {outside:.1%}",
+                flush=True,
+            )
         if measured:
             for part, s in (("rollout", t1 - t0), ("update_fwd_bwd", t2 - t1), ("total", t2 - t0)):
                 times[setting].setdefault(part, []).append(s)
