@@ -6,8 +6,8 @@ Settings, for a causal model (SmolLM2-135M-Instruct) and a seq2seq one (the T5-s
 init, SmolLM2's tokenizer: no pretrained seq2seq model is reachable offline; memory does not depend on weights):
 
 - ``full``: full fine-tuning, value head on the shared trunk, reference = one frozen copy (the default);
-- ``full_lean``: the same with ``train.micro_batch_size=1``, ``train.gradient_checkpointing=true`` (causal
-  only) and a bfloat16 reference copy;
+- ``full_lean``: the same with ``train.gradient_checkpointing=true``, ``train.micro_batch_size=4`` and a
+  bfloat16 reference copy (``model.reference_dtype=bfloat16``);
 - ``lora``: ``model.lora.r=8`` (the reference is the base with adapters disabled: no copy);
 - ``three_copies``: policy, separate value model (``model.critic=separate``) and reference, three full copies
   as RL4LMs lays them out;
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,8 @@ from pathlib import Path
 SETTINGS = {
     "full": [],
     "full_lean": [
-        "train.micro_batch_size=1",
         "train.gradient_checkpointing=true",
+        "train.micro_batch_size=4",
         "model.reference_dtype=bfloat16",
     ],
     "lora": ["model.lora={r: 8, alpha: 16}"],
@@ -55,7 +56,7 @@ def model_overrides(kind: str) -> list[str]:
     return ["model.name_or_path=null", f"model.random_init={T5_SMALL}", f"model.tokenizer={smollm2_folder()}"]
 
 
-def worker(kind: str, setting: str, iterations: int) -> None:
+def worker(kind: str, setting: str, iterations: int, extra: list[str]) -> None:
     from rl4text.config import load_config
     from rl4text.runtime import read_jsonl
     from rl4text.train import train
@@ -69,6 +70,7 @@ def worker(kind: str, setting: str, iterations: int) -> None:
         "tracking.progress=none",
         *model_overrides(kind),
         *SETTINGS[setting],
+        *extra,
     ]
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -85,8 +87,9 @@ def worker(kind: str, setting: str, iterations: int) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def launch(kind: str, setting: str, iterations: int) -> dict:
+def launch(kind: str, setting: str, iterations: int, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, setting, "--iterations", str(iterations)]
+    cmd += [x for o in extra for x in ("--override", o)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
@@ -114,7 +117,8 @@ def report(results: dict, args) -> str:
         f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}; torch {torch.__version__}; {os.cpu_count()} CPUs, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; each setting in its own process, "
         f"{args.iterations} iterations of the quickstart workload (PPO, 8 episodes, minibatch 4, 28 new tokens), "
-        "fp32. Peak RSS is `ru_maxrss` of the process (model load included).",
+        "fp32 weights (bf16 compute only in `full_autocast`). Peak RSS is `ru_maxrss` of the process (model "
+        "load included).",
         "",
         "| model | setting | peak RSS (GB) | median update s/iter | final checkpoint (MB) |",
         "|---|---|---:|---:|---:|",
@@ -133,14 +137,21 @@ def report(results: dict, args) -> str:
             lines.append(
                 f"- {kind}: LoRA / full peak RSS {lora / full:.2f}x (target <= 0.5x); LoRA / three copies "
                 f"{lora / three:.2f}x (target <= 0.35x); LoRA / full update time {ul / uf:.2f}x (target <= 0.7x); "
-                f"full peak {full:.2f} GB (target <= 3.5 GB); full_lean peak "
-                f"{get.get('full_lean', {}).get('peak_rss_gb', float('nan')):.2f} GB."
+                f"full peak {full:.2f} GB (target <= 3.5 GB)."
             )
+        for lean in ("full_lean", "full_autocast"):
+            if {"full", lean} <= set(get):
+                r, f = get[lean], get["full"]
+                lines.append(
+                    f"- {kind}: {lean} / full peak RSS {r['peak_rss_gb'] / f['peak_rss_gb']:.2f}x "
+                    f"({r['peak_rss_gb']:.2f} GB), update time "
+                    f"{statistics.median(r['update_s']) / statistics.median(f['update_s']):.2f}x."
+                )
     lines += [
         "",
         f"Settings (config overrides): {json.dumps(SETTINGS)}",
         "",
-        f"Command: `{' '.join(sys.argv)}`",
+        f"Command: `{' '.join(map(shlex.quote, sys.argv))}`",
         "",
     ]
     return "\n".join(lines)
@@ -152,11 +163,14 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--kinds", nargs="+", default=["causal", "seq2seq"])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    p.add_argument("--override", action="append", default=[], help="extra config override of every setting")
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "memory.md"))
     args = p.parse_args()
     if args.worker:
-        return worker(*args.worker, args.iterations)
-    results = {(k, s): launch(k, s, args.iterations) for k in args.kinds for s in args.settings}
+        return worker(*args.worker, args.iterations, args.override)
+    results = {
+        (k, s): launch(k, s, args.iterations, args.override) for k in args.kinds for s in args.settings
+    }
     text = report(results, args)
     Path(args.output).write_text(text)
     Path(args.output).with_suffix(".json").write_text(

@@ -17,6 +17,12 @@ run any rl4text command on SmolLM2 once to create it. Then:
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python benchmarks/vs_trl.py \\
         --trl-python /work/trl-venv/bin/python --rounds 2 --warmup 1 --steps 2
+
+Several rl4text configurations alternate with TRL in one run with ``--variant NAME:OVERRIDES`` (repeatable;
+OVERRIDES is a shell-quoted list of dotted overrides added to the ``--rl4text-override`` ones), e.g.
+``--variant fp32: --variant autocast:model.autocast=true --variant "lora:'model.lora={r: 8, alpha: 16}'"``;
+each round runs every variant, then TRL, and the table has one row (and one ratio) per variant. ``--no-trl``
+runs the rl4text variants only (to check the plumbing on a tiny model).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,7 +76,21 @@ def run_rl4text(args) -> dict:
     from rl4text.train import train
 
     preset = Path(__file__).resolve().parents[1] / "rl4text" / "presets" / "quickstart.yaml"
-    overrides = [
+    overrides = [*base_overrides(args), *args.rl4text_override]
+    data = load_yaml(preset.read_text(), str(preset))
+    data["algorithm"] = {"name": "rloo"}  # the preset's PPO keys do not apply
+    cfg = config_from_dict(apply_overrides(data, overrides), f"{preset} (rloo)")
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, Path(tmp) / "run")
+        rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "time/iteration_s" in r]
+    steps = [r["time/iteration_s"] for r in rows][args.warmup :]
+    tokens = [r["rollout/response_length"] * PROMPTS * K for r in rows][args.warmup :]
+    return {"step_s": steps, "tokens": tokens, "overrides": overrides}
+
+
+def base_overrides(args) -> list[str]:
+    """The RLOO workload as overrides of rl4text's quickstart preset (before the user's own)."""
+    return [
         f"algorithm.k={K}",
         f"algorithm.kl_coef={KL}",
         "algorithm.n_epochs=1",
@@ -84,17 +105,7 @@ def run_rl4text(args) -> dict:
         "eval.at_start=false",
         "eval.max_samples=1",
         "tracking.progress=none",
-        *args.rl4text_override,
     ]
-    data = load_yaml(preset.read_text(), str(preset))
-    data["algorithm"] = {"name": "rloo"}  # the preset's PPO keys do not apply
-    cfg = config_from_dict(apply_overrides(data, overrides), f"{preset} (rloo)")
-    with tempfile.TemporaryDirectory() as tmp:
-        train(cfg, Path(tmp) / "run")
-        rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "time/iteration_s" in r]
-    steps = [r["time/iteration_s"] for r in rows][args.warmup :]
-    tokens = [r["rollout/response_length"] * PROMPTS * K for r in rows][args.warmup :]
-    return {"step_s": steps, "tokens": tokens, "overrides": overrides}
 
 
 def run_trl(args) -> dict:
@@ -167,9 +178,20 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def launch(name: str, python: str, args) -> dict:
-    cmd = [python, __file__, "--worker", name, "--warmup", str(args.warmup), "--steps", str(args.steps)]
-    cmd += [x for o in args.rl4text_override for x in ("--rl4text-override", o)]
+def launch(name: str, python: str, args, overrides: list[str]) -> dict:
+    """Run one worker process (``name``: a variant label for rl4text, or ``trl``) and read its RESULT line."""
+    worker_kind = "trl" if name == "trl" else "rl4text"
+    cmd = [
+        python,
+        __file__,
+        "--worker",
+        worker_kind,
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+    ]
+    cmd += [x for o in overrides for x in ("--rl4text-override", o)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -183,18 +205,21 @@ def launch(name: str, python: str, args) -> dict:
     return result
 
 
+def summary(results: list[dict]) -> tuple[float, float, float, int]:
+    """(median s/step, peak RSS GB, generated tokens/s, measured steps) over a setting's processes."""
+    steps = [s for r in results for s in r["step_s"]]
+    toks = [t for r in results for t in r["tokens"]]
+    rss = max(r["peak_rss_gb"] for r in results)
+    return statistics.median(steps), rss, sum(toks) / sum(steps), len(steps)
+
+
 def report(runs: dict[str, list[dict]], args, command: str) -> str:
     import torch
 
-    def summary(name):
-        steps = [s for r in runs[name] for s in r["step_s"]]
-        toks = [t for r in runs[name] for t in r["tokens"]]
-        med = statistics.median(steps)
-        rss = max(r["peak_rss_gb"] for r in runs[name])
-        return med, rss, sum(toks) / sum(steps), len(steps)
-
-    a, b = summary("rl4text"), summary("trl")
-    trl_versions = runs["trl"][0].get("versions", {})
+    variants = [n for n in runs if n != "trl"]
+    trl = summary(runs["trl"]) if runs.get("trl") else None
+    trl_versions = runs["trl"][0].get("versions", {}) if trl else {}
+    order = " ".join([*variants, *(["trl"] if trl else [])])
     lines = [
         "# rl4text vs TRL: RLOO on SmolLM2-135M-Instruct",
         "",
@@ -202,19 +227,35 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; torch {torch.__version__}, "
         f"transformers {trl_versions.get('transformers', '?')}, TRL {trl_versions.get('trl', '?')} (own venv).",
         f"Workload: {PROMPTS} prompts x {K} samples = {PROMPTS * K} episodes per step, {NEW_TOKENS} new tokens, chrF "
-        f"reward, KL {KL}, one gradient step per step, fp32, lr {LR}. Runs alternated "
-        f"{' '.join(['rl4text trl'] * args.rounds)}; each process {args.warmup} warm-up step(s) then {args.steps} "
-        "measured; the machine is shared with other sessions, so absolute times vary, the ratios are what counts.",
+        f"reward, KL {KL}, one gradient step per step, lr {LR}; TRL in fp32, rl4text as each row's overrides say. "
+        f"Runs alternated {' | '.join([order] * args.rounds)}; each process {args.warmup} warm-up step(s) then "
+        f"{args.steps} measured; the machine is shared with other sessions, so absolute times vary, the ratios "
+        "are what counts.",
         "",
-        "| framework | measured steps | median s/step | peak RSS (GB) | generated tokens/s |",
-        "|---|---:|---:|---:|---:|",
-        f"| rl4text `rloo` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |",
-        f"| TRL `RLOOTrainer` | {b[3]} | {b[0]:.1f} | {b[1]:.2f} | {b[2]:.1f} |",
+        "| framework | extra overrides | measured steps | median s/step | peak RSS (GB) | generated tokens/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    extra = dict(args.variants) if args.variants else {"rl4text": []}
+    for name in variants:
+        a = summary(runs[name])
+        shown = " ".join(extra.get(name, [])) or "(none)"
+        lines.append(f"| rl4text `rloo` {name} | `{shown}` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |")
+    if trl:
+        lines.append(f"| TRL `RLOOTrainer` | fp32 | {trl[3]} | {trl[0]:.1f} | {trl[1]:.2f} | {trl[2]:.1f} |")
+    lines.append("")
+    for name in variants if trl else []:
+        a = summary(runs[name])
+        lines.append(
+            f"- **{name} / TRL: step time {a[0] / trl[0]:.2f}x (throughput {trl[0] / a[0]:.2f}x), peak RSS "
+            f"{a[1] / trl[1]:.2f}x.**"
+        )
+    if not trl:
+        lines.append("TRL was not run (`--no-trl`): no ratios.")
+    lines += [
         "",
-        f"**Ratios (rl4text / TRL): step time {a[0] / b[0]:.2f}x (throughput {b[0] / a[0]:.2f}x), peak RSS "
-        f"{a[1] / b[1]:.2f}x.** Targets of issue 13: step time <= 0.33x, peak RSS <= 0.25x (<= 3.5 GB).",
+        "Targets of issue 13: step time <= 0.33x TRL's, peak RSS <= 0.25x TRL's (<= 3.5 GB).",
         "",
-        f"rl4text overrides of the quickstart preset: `{' '.join(runs['rl4text'][0]['overrides'])}`",
+        f"rl4text overrides of the quickstart preset (every variant): `{' '.join(args.base_overrides)}`",
         "",
         "Per-run step times (s): "
         + "; ".join(f"{n} {[round(s, 1) for s in r['step_s']]}" for n in runs for r in runs[n]),
@@ -225,6 +266,14 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
     return "\n".join(lines)
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:OVERRIDES`` -> (name, overrides split as a shell would)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name or name == "trl":
+        raise SystemExit(f"--variant {text!r}: expected NAME:OVERRIDES with a NAME other than 'trl'")
+    return name, shlex.split(rest)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=["rl4text", "trl"])
@@ -233,22 +282,43 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rl4text-override", action="append", default=[], help="extra rl4text config override")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        dest="variants",
+        metavar="NAME:OVERRIDES",
+        help="an rl4text configuration to alternate with TRL (repeatable)",
+    )
+    p.add_argument("--no-trl", action="store_true", help="run the rl4text variants only (no ratios)")
     p.add_argument("--output", default=str(Path(__file__).parent / "results" / "vs_trl.md"))
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    runs: dict[str, list[dict]] = {"rl4text": [], "trl": []}
+    args.base_overrides = [*base_overrides(args), *args.rl4text_override]
+    variants = args.variants or [("rl4text", [])]
+    if len({n for n, _ in variants}) != len(variants):
+        raise SystemExit("--variant names must differ")
+    runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    if not args.no_trl:
+        runs["trl"] = []
     partial = Path(args.output).with_suffix(".partial.json")
     for _ in range(args.rounds):
-        runs["rl4text"].append(launch("rl4text", sys.executable, args))
-        partial.write_text(json.dumps(runs) + "\n")
-        runs["trl"].append(launch("trl", args.trl_python, args))
-        partial.write_text(json.dumps(runs) + "\n")
-    text = report(
-        runs, args, " ".join(["OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", ""), *sys.argv])
+        for name, extra in variants:
+            runs[name].append(launch(name, sys.executable, args, [*args.rl4text_override, *extra]))
+            runs[name][-1]["variant_overrides"] = extra
+            partial.write_text(json.dumps(runs) + "\n")
+        if not args.no_trl:
+            runs["trl"].append(launch("trl", args.trl_python, args, []))
+            partial.write_text(json.dumps(runs) + "\n")
+    command = " ".join(
+        ["OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", ""), *map(shlex.quote, sys.argv)]
     )
+    text = report(runs, args, command)
     Path(args.output).write_text(text)
     Path(args.output).with_suffix(".json").write_text(json.dumps(runs, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
     print(text)
 
 

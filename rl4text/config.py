@@ -62,8 +62,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype of the policy and reference models."""
     autocast: bool = False
-    """Run every forward pass under bfloat16 autocast (weights and optimiser stay in ``dtype``). On GPUs; on a
-    CPU only with AVX-512 BF16 (``benchmarks/results/memory.md`` measures it); fp32 is the CPU default."""
+    """Run every forward pass (sampling, scoring, reference, update, evaluation) under bfloat16 autocast; weights,
+    gradients and optimiser state stay in ``dtype``. On GPUs, and on CPUs with AVX-512 BF16 / AMX (a warning
+    elsewhere: emulated bfloat16 is slower); fp32 stays the CPU default (``benchmarks/results/vs_trl.md``)."""
     reference_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     """Dtype of the frozen reference copy under full fine-tuning (``null``: ``dtype``); bfloat16 halves it."""
     lora: LoraSection | None = None

@@ -130,11 +130,27 @@ def load_tokenizer(cfg: ModelConfig):
     return tok
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere: rollout and update must score tokens under the same function."""
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Every dropout of ``model`` at ``rate``: the ``nn.Dropout`` modules and the float rates that Hugging Face
+    modules pass to ``nn.functional.dropout`` themselves in train mode (T5's and BART's attention ``dropout``,
+    BART's ``activation_dropout``, Llama's ``attention_dropout``). BART's ``layerdrop`` (skipping whole layers in
+    train mode) goes to 0 whatever ``rate`` is."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
-            module.p = 0.0
+            module.p = rate
+        for name, value in vars(module).items():
+            if isinstance(value, float) and not isinstance(value, bool):
+                if name == "layerdrop":
+                    setattr(module, name, 0.0)
+                elif name.endswith("dropout"):
+                    setattr(module, name, rate)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere (:func:`set_dropout` at 0), eval mode: rollout and update must score tokens under
+    the same function, also when gradient checkpointing puts the model in train mode for an update (T5's
+    attention dropout is a float rate, not a module: left at 0.1, a checkpointed update differed by 1e-2)."""
+    set_dropout(model, 0.0)
     model.eval()
 
 

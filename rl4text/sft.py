@@ -31,7 +31,7 @@ from torch import nn
 from rl4text.config import Config, ConfigError, TokenizerTrainingConfig, save_config
 from rl4text.evaluate import Decoding, evaluate, logged_rows
 from rl4text.metrics import build_metrics
-from rl4text.models import disable_dropout, load_model, load_tokenizer, save_pretrained_model
+from rl4text.models import disable_dropout, load_model, load_tokenizer, save_pretrained_model, set_dropout
 from rl4text.policies.actor_critic import sequence_logits
 from rl4text.registry import TASKS
 from rl4text.rewards import build_reward
@@ -248,12 +248,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return max(0.0, 1.0 - progress)
-
-
-def set_dropout(model: nn.Module, rate: float) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = rate
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:

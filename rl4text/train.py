@@ -188,7 +188,7 @@ def build_policy(
 ) -> tuple[ActorCritic, torch.nn.Module | None]:
     """The policy (LoRA adapters when ``model.lora`` is set) and the KL reference: with LoRA the base model
     under disabled adapters (no copy), else a frozen copy (in ``model.reference_dtype`` when set)."""
-    from rl4text.policies.actor_critic import enable_gradient_checkpointing
+    from rl4text.policies.actor_critic import enable_gradient_checkpointing, warn_if_emulated_bf16
     from rl4text.policies.lora import AdaptersDisabled, add_lora
 
     m = cfg.model
@@ -213,12 +213,8 @@ def build_policy(
     policy = ActorCritic(model, seq2seq, m.critic).to(device)
     if m.autocast:
         policy.autocast_dtype = torch.bfloat16
+        warn_if_emulated_bf16(device)
     if cfg.train.gradient_checkpointing:
-        if seq2seq:  # T5's checkpointed update differed from the plain one (by 1e-2 on a tiny model): not yet
-            raise ConfigError(
-                "train.gradient_checkpointing is supported for causal models only (on encoder-decoder models "
-                "its update did not match the plain one); use train.micro_batch_size to lower the peak instead"
-            )
         enable_gradient_checkpointing(policy)
     return policy, reference
 
@@ -559,7 +555,7 @@ def iteration_row(loop: Loop, it: int, scored: Scored, stats: dict) -> dict:
 def run_eval(loop: Loop, iteration: int) -> dict:
     """Evaluate the policy on the eval split; logs the first samples to ``samples.jsonl``."""
     c = loop.c
-    with c.dist.unsharded(c.scorer or c.policy):
+    with c.dist.unsharded(c.scorer or c.policy), c.policy.autocast():  # model.autocast: every forward pass
         scores, rows = evaluate(
             c.policy.model,
             c.policy.seq2seq,

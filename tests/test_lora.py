@@ -171,7 +171,7 @@ def test_lora_checkpoint_and_nlpo_snapshot_hold_only_adapters(tmp_path):
     assert state and all("lora_" in k for k in state if "mask_model" in k)
 
 
-def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer, kind="causal"):
+def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer, kind):
     from rl4text.policies.actor_critic import enable_gradient_checkpointing
 
     results = []

@@ -229,6 +229,9 @@ class Algorithm:
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         self.optimizer.step()
+        # the gradients are dead once applied (every step zeroes them before its backward): dropping them now
+        # frees a model's worth of memory during the rollout, evaluation and checkpointing that come next
+        self.optimizer.zero_grad(set_to_none=True)
         self.policy.generation_mode()  # gradient checkpointing left the model in train mode for the backward
         return float(norm)
 

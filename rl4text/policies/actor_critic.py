@@ -12,6 +12,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -242,9 +243,25 @@ class ActorCritic(nn.Module):
 def enable_gradient_checkpointing(policy: ActorCritic) -> None:
     """Recompute the trunk's activations in the backward pass (``train.gradient_checkpointing``)."""
     base = unwrapped(policy.model)
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(
+        base, "activation_checkpointing_enable", None
+    )  # transformers >= 5.24; the old name warns
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False  # generation passes use_cache=True explicitly
     policy.gradient_checkpointing = True  # train mode during differentiable passes: ActorCritic.scoring_mode
+
+
+def warn_if_emulated_bf16(device: torch.device) -> None:
+    """``model.autocast`` on a CPU without native bfloat16 (AVX-512 BF16 / AMX) runs, but slower than fp32."""
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn(
+            "model.autocast=true on a CPU without AVX-512 BF16 or AMX: bfloat16 matmuls are emulated there and "
+            "slower than float32; set model.autocast=false (the CPU default)",
+            stacklevel=2,
+        )
 
 
 @torch.inference_mode()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import nn
@@ -40,7 +41,12 @@ def add_lora(
         target_modules=target_modules,
         task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT reads transformers 5's deprecated `is_gradient_checkpointing` property while it wraps the model
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        peft_model = get_peft_model(model, config)
     peft_model.eval()
     return peft_model
 

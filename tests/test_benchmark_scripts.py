@@ -1,0 +1,57 @@
+"""The plumbing of benchmarks/vs_trl.py: ``--variant NAME:OVERRIDES`` parsing and one table row and ratio per
+variant (the timings themselves come from benchmarks/issue13_measure.sh, never from tests)."""
+
+import importlib.util
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_vs_trl():
+    spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "benchmarks" / "vs_trl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_parsing_splits_overrides_as_a_shell_would():
+    vs = load_vs_trl()
+    assert vs.parse_variant("fp32:") == ("fp32", [])
+    assert vs.parse_variant("lora:'model.lora={r: 8, alpha: 16}' train.micro_batch_size=8") == (
+        "lora",
+        ["model.lora={r: 8, alpha: 16}", "train.micro_batch_size=8"],
+    )
+    for bad in ("no-colon", ":model.autocast=true", "trl:model.autocast=true"):
+        with pytest.raises(SystemExit, match="NAME:OVERRIDES"):
+            vs.parse_variant(bad)
+
+
+def test_report_has_one_row_and_one_ratio_per_variant():
+    vs = load_vs_trl()
+
+    def run(steps, rss, tokens):
+        return {"step_s": steps, "tokens": tokens, "peak_rss_gb": rss}
+
+    runs = {
+        "fp32": [run([40.0, 44.0], 5.0, [800.0, 800.0])],
+        "autocast": [run([20.0, 24.0], 5.5, [800.0, 800.0])],
+        "trl": [run([80.0, 90.0], 8.0, [700.0, 700.0]) | {"versions": {"trl": "1.16.0"}}],
+    }
+    args = types.SimpleNamespace(
+        rounds=1,
+        warmup=0,
+        steps=2,
+        variants=[("fp32", []), ("autocast", ["model.autocast=true"])],
+        base_overrides=["algorithm.k=4"],
+    )
+    text = vs.report(runs, args, "cmd")
+    assert "| rl4text `rloo` fp32 | `(none)` | 2 | 42.0 | 5.00 | 19.0 |" in text
+    assert "| rl4text `rloo` autocast | `model.autocast=true` | 2 | 22.0 | 5.50 | 36.4 |" in text
+    assert "| TRL `RLOOTrainer` | fp32 | 2 | 85.0 | 8.00 | 8.2 |" in text
+    # medians 42 / 85 and 22 / 85; peak RSS 5.0 / 8.0 and 5.5 / 8.0
+    assert "**fp32 / TRL: step time 0.49x (throughput 2.02x), peak RSS 0.62x.**" in text
+    assert "**autocast / TRL: step time 0.26x (throughput 3.86x), peak RSS 0.69x.**" in text
+    assert "alternated fp32 autocast trl;" in text
