@@ -55,3 +55,36 @@ def test_report_has_one_row_and_one_ratio_per_variant():
     assert "**fp32 / TRL: step time 0.49x (throughput 2.02x), peak RSS 0.62x.**" in text
     assert "**autocast / TRL: step time 0.26x (throughput 3.86x), peak RSS 0.69x.**" in text
     assert "alternated fp32 autocast trl;" in text
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grue_table_cells_use_the_combined_interval_and_mark_only_intervals_that_exclude_zero():
+    grue = _load("grue_table")
+    paired = {"combined": {"mean_delta": 1.5, "lo": 0.5, "hi": 2.5}}
+    results = {
+        "start": {"reward": 0.2, "chrf": 17.0},
+        "summary": {
+            "rloo": {
+                "reward": {
+                    "mean": 0.21,
+                    "n": 3,
+                    "change": 0.01,
+                    "paired": {"combined": {"mean_delta": 0.01, "lo": -0.01, "hi": 0.03}},
+                },
+                "chrf": {"mean": 18.5, "n": 3, "change": 1.5, "paired": paired},
+            },
+            "ppo": {"chrf": {"mean": 16.0, "n": 2, "change": -1.0, "ci95_half_width": 3.0, "paired": None}},
+        },
+    }
+    lines = grue.table(results, ["reward", "chrf"], "zero-shot", {"reward"})
+    assert lines[2] == "| zero-shot | 20.00 | 17.00 |"  # reward shown ×100
+    assert lines[3] == "| + rloo (n=3) | 21.00 (+1.00 [-1.00, +3.00]) | 18.50 (+1.50 [+0.50, +2.50]) **↑** |"
+    assert (
+        lines[4] == "| + ppo (n=2) | – | 16.00 (-1.00 ± 3.00) |"
+    )  # no paired test: the Student-t half-width
