@@ -10,11 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_vs_trl():
-    spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "benchmarks" / "vs_trl.py")
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_vs_trl():
+    return _load("vs_trl")
 
 
 def test_variant_parsing_splits_overrides_as_a_shell_would():
@@ -55,13 +59,6 @@ def test_report_has_one_row_and_one_ratio_per_variant():
     assert "**fp32 / TRL: step time 0.49x (throughput 2.02x), peak RSS 0.62x.**" in text
     assert "**autocast / TRL: step time 0.26x (throughput 3.86x), peak RSS 0.69x.**" in text
     assert "alternated fp32 autocast trl;" in text
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_grue_table_cells_use_the_combined_interval_and_mark_only_intervals_that_exclude_zero():
