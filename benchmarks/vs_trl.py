@@ -1,4 +1,4 @@
-"""rl4text's RLOO against Hugging Face TRL's ``RLOOTrainer``, side by side, on the same workload, in one run.
+"""rl4text's RLOO (or GRPO) against Hugging Face TRL's ``RLOOTrainer`` (``GRPOTrainer``), side by side, in one run.
 
 Workload (issue 13): SmolLM2-135M-Instruct (fp32), Multi30k de->en prompts in the chat template, 8 prompts x 4
 samples = 32 episodes per step, 32 new tokens, chrF reward, KL coefficient 0.05, one gradient step per step.
@@ -22,7 +22,10 @@ Several rl4text configurations alternate with TRL in one run with ``--variant NA
 OVERRIDES is a shell-quoted list of dotted overrides added to the ``--rl4text-override`` ones), e.g.
 ``--variant fp32: --variant autocast:model.autocast=true --variant "lora:'model.lora={r: 8, alpha: 16}'"``;
 each round runs every variant, then TRL, and the table has one row (and one ratio) per variant. ``--no-trl``
-runs the rl4text variants only (to check the plumbing on a tiny model).
+runs the rl4text variants only (to check the plumbing on a tiny model). ``--algorithm grpo`` compares rl4text's
+``grpo`` with TRL's ``GRPOTrainer`` on the same workload (both: the GRPO paper's loss, per-sequence token means,
+group-std scaling, the k3 KL term with beta 0.05 in the loss, clip 0.2, one gradient step per step), written to
+``results/vs_trl_grpo.md`` unless ``--output`` says otherwise.
 """
 
 from __future__ import annotations
@@ -78,8 +81,10 @@ def run_rl4text(args) -> dict:
     preset = Path(__file__).resolve().parents[1] / "rl4text" / "presets" / "quickstart.yaml"
     overrides = [*base_overrides(args), *args.rl4text_override]
     data = load_yaml(preset.read_text(), str(preset))
-    data["algorithm"] = {"name": "rloo"}  # the preset's PPO keys do not apply
-    cfg = config_from_dict(apply_overrides(data, overrides), f"{preset} (rloo)")
+    data["algorithm"] = {"name": args.algorithm}  # the preset's PPO keys do not apply
+    if args.algorithm == "grpo":  # TRL's loss_type="grpo": per-sequence means of the token losses
+        data["algorithm"]["loss_aggregation"] = "sequence_mean"
+    cfg = config_from_dict(apply_overrides(data, overrides), f"{preset} ({args.algorithm})")
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run")
         rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "time/iteration_s" in r]
@@ -142,8 +147,13 @@ def run_trl(args) -> dict:
             if logs and "completions/mean_length" in logs:
                 tokens.append(logs["completions/mean_length"] * PROMPTS * K)
 
+    grpo = args.algorithm == "grpo"
+    config_class, trainer_class = (
+        (trl.GRPOConfig, trl.GRPOTrainer) if grpo else (trl.RLOOConfig, trl.RLOOTrainer)
+    )
+    extra = {"loss_type": "grpo", "scale_rewards": "group", "epsilon": 0.2} if grpo else {}
     with tempfile.TemporaryDirectory() as tmp:
-        config = trl.RLOOConfig(
+        config = config_class(
             output_dir=tmp,
             num_generations=K,
             per_device_train_batch_size=PROMPTS * K,
@@ -160,8 +170,9 @@ def run_trl(args) -> dict:
             bf16=False,
             temperature=1.0,
             seed=0,
+            **extra,
         )
-        trainer = trl.RLOOTrainer(
+        trainer = trainer_class(
             model=str(folder), reward_funcs=chrf, args=config, train_dataset=data, callbacks=[Timer()]
         )
         trainer.train()
@@ -190,6 +201,8 @@ def launch(name: str, python: str, args, overrides: list[str]) -> dict:
         str(args.warmup),
         "--steps",
         str(args.steps),
+        "--algorithm",
+        args.algorithm,
     ]
     cmd += [x for o in overrides for x in ("--rl4text-override", o)]
     t0 = time.perf_counter()
@@ -220,8 +233,9 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
     trl = summary(runs["trl"]) if runs.get("trl") else None
     trl_versions = runs["trl"][0].get("versions", {}) if trl else {}
     order = " ".join([*variants, *(["trl"] if trl else [])])
+    algo, trainer = args.algorithm, "GRPOTrainer" if args.algorithm == "grpo" else "RLOOTrainer"
     lines = [
-        "# rl4text vs TRL: RLOO on SmolLM2-135M-Instruct",
+        f"# rl4text vs TRL: {algo.upper()} on SmolLM2-135M-Instruct",
         "",
         f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}; {platform.machine()}, {os.cpu_count()} CPUs, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; torch {torch.__version__}, "
@@ -239,9 +253,9 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
     for name in variants:
         a = summary(runs[name])
         shown = " ".join(extra.get(name, [])) or "(none)"
-        lines.append(f"| rl4text `rloo` {name} | `{shown}` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |")
+        lines.append(f"| rl4text `{algo}` {name} | `{shown}` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |")
     if trl:
-        lines.append(f"| TRL `RLOOTrainer` | fp32 | {trl[3]} | {trl[0]:.1f} | {trl[1]:.2f} | {trl[2]:.1f} |")
+        lines.append(f"| TRL `{trainer}` | fp32 | {trl[3]} | {trl[0]:.1f} | {trl[1]:.2f} | {trl[2]:.1f} |")
     lines.append("")
     for name in variants if trl else []:
         a = summary(runs[name])
@@ -292,8 +306,12 @@ def main() -> None:
         help="an rl4text configuration to alternate with TRL (repeatable)",
     )
     p.add_argument("--no-trl", action="store_true", help="run the rl4text variants only (no ratios)")
-    p.add_argument("--output", default=str(Path(__file__).parent / "results" / "vs_trl.md"))
+    p.add_argument("--algorithm", choices=["rloo", "grpo"], default="rloo")
+    p.add_argument("--output", help="default: results/vs_trl.md (rloo), results/vs_trl_grpo.md (grpo)")
     args = p.parse_args()
+    if args.output is None:
+        name = "vs_trl.md" if args.algorithm == "rloo" else f"vs_trl_{args.algorithm}.md"
+        args.output = str(Path(__file__).parent / "results" / name)
     if args.worker:
         return worker(args)
     args.base_overrides = [*base_overrides(args), *args.rl4text_override]

@@ -50,6 +50,7 @@ def test_report_has_one_row_and_one_ratio_per_variant():
         steps=2,
         variants=[("fp32", []), ("autocast", ["model.autocast=true"])],
         base_overrides=["algorithm.k=4"],
+        algorithm="rloo",
     )
     text = vs.report(runs, args, "cmd")
     assert "| rl4text `rloo` fp32 | `(none)` | 2 | 42.0 | 5.00 | 19.0 |" in text
@@ -59,6 +60,12 @@ def test_report_has_one_row_and_one_ratio_per_variant():
     assert "**fp32 / TRL: step time 0.49x (throughput 2.02x), peak RSS 0.62x.**" in text
     assert "**autocast / TRL: step time 0.26x (throughput 3.86x), peak RSS 0.69x.**" in text
     assert "alternated fp32 autocast trl;" in text
+    assert text.startswith("# rl4text vs TRL: RLOO on SmolLM2")
+    args.algorithm = "grpo"
+    grpo = vs.report(runs, args, "cmd")
+    assert grpo.startswith("# rl4text vs TRL: GRPO on SmolLM2")
+    assert "| rl4text `grpo` fp32 |" in grpo and "| TRL `GRPOTrainer` | fp32 | 2 | 85.0 |" in grpo
+    assert "RLOOTrainer" not in grpo
 
 
 def test_grue_table_cells_use_the_combined_interval_and_mark_only_intervals_that_exclude_zero():
