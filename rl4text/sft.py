@@ -10,8 +10,9 @@ cross-entropy over target tokens; prompt tokens and padding carry the label ``-1
 
 The run folder holds ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, ``eval.json`` and ``model/``, a
 Hugging Face folder (model + tokenizer) usable as ``model.name_or_path`` of ``rl4text train``; with
-``sft.save_every`` also ``checkpoints/`` for ``--resume``. The run folder, logging (W&B, TensorBoard, progress),
-checkpoints and seeding come from :mod:`rl4text.runtime`, as for RL runs.
+``sft.save_every`` also ``checkpoints/`` for ``--resume``. With ``model.lora`` only the adapters train (and go
+into checkpoints), and ``model/`` is the merged model, as ``rl4text train`` saves it. The run folder, logging (W&B,
+TensorBoard, progress), checkpoints and seeding come from :mod:`rl4text.runtime`, as for RL runs.
 """
 
 from __future__ import annotations
@@ -337,11 +338,12 @@ def with_lora(model: nn.Module, cfg: Config, seq2seq: bool) -> nn.Module:
 
 
 def parameter_counts(model: nn.Module, cfg: Config) -> str:
-    """``"1.23M parameters, 0.05M train (LoRA r=8)"``: what the model holds and what the optimiser updates."""
+    """``"1.23M parameters, 36,864 trainable (3.0%, LoRA r=8)"``: what the model holds and what the optimiser
+    updates."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    how = f" (LoRA r={cfg.model.lora.r})" if cfg.model.lora is not None else ""
-    return f"{total / 1e6:.2f}M parameters, {trainable / 1e6:.3g}M train{how}"
+    how = f", LoRA r={cfg.model.lora.r}" if cfg.model.lora is not None else ""
+    return f"{total / 1e6:.2f}M parameters, {trainable:,} trainable ({100 * trainable / max(total, 1):.1f}%{how})"
 
 
 def build_sft(cfg: Config) -> SFTRun:

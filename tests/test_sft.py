@@ -251,7 +251,8 @@ def test_lora_sft_trains_only_adapters_and_saves_a_merged_model(tmp_path, monkey
     monkeypatch.setattr(lora_mod, "merged_for_saving", record_end)
     cfg = load_config(SFT_SMOKE, [*FAST, *lora, "model.lora.keep_adapter=true"])
     final = sft(cfg, tmp_path / "sft")
-    assert "M train (LoRA r=16)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trainable (" in printed and "%, LoRA r=16)" in printed
     rows = [r for r in read_metrics(tmp_path / "sft") if "loss" in r]
     assert rows[-1]["loss"] < 0.3 * rows[0]["loss"] and "grad_norm" in rows[-1]
     assert final["chrf"] > 50
