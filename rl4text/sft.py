@@ -10,8 +10,9 @@ cross-entropy over target tokens; prompt tokens and padding carry the label ``-1
 
 The run folder holds ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, ``eval.json`` and ``model/``, a
 Hugging Face folder (model + tokenizer) usable as ``model.name_or_path`` of ``rl4text train``; with
-``sft.save_every`` also ``checkpoints/`` for ``--resume``. The run folder, logging (W&B, TensorBoard, progress),
-checkpoints and seeding come from :mod:`rl4text.runtime`, as for RL runs.
+``sft.save_every`` also ``checkpoints/`` for ``--resume``. With ``model.lora`` only the adapters train (and go
+into checkpoints), and ``model/`` is the merged model, as ``rl4text train`` saves it. The run folder, logging (W&B,
+TensorBoard, progress), checkpoints and seeding come from :mod:`rl4text.runtime`, as for RL runs.
 """
 
 from __future__ import annotations
@@ -323,6 +324,28 @@ def new_window() -> dict:
     return {"loss": 0.0, "tokens": 0, "targets": 0, "time": 0.0}
 
 
+def with_lora(model: nn.Module, cfg: Config, seq2seq: bool) -> nn.Module:
+    """``model`` with the adapters of ``model.lora`` (as ``rl4text train`` adds them; base weights frozen), or
+    ``model`` itself for full fine-tuning."""
+    lora = cfg.model.lora
+    if lora is None:
+        return model
+    from rl4text.policies.lora import add_lora
+
+    return add_lora(
+        model, seq2seq, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+    )
+
+
+def parameter_counts(model: nn.Module, cfg: Config) -> str:
+    """``"1.23M parameters, 36,864 trainable (3.0%, LoRA r=8)"``: what the model holds and what the optimiser
+    updates."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    how = f", LoRA r={cfg.model.lora.r}" if cfg.model.lora is not None else ""
+    return f"{total / 1e6:.2f}M parameters, {trainable:,} trainable ({100 * trainable / max(total, 1):.1f}%{how})"
+
+
 def build_sft(cfg: Config) -> SFTRun:
     """Task, tokenizer and model, examples, optimiser and schedule, reward and metrics (in this order: seeded)."""
     s = cfg.sft
@@ -333,10 +356,10 @@ def build_sft(cfg: Config) -> SFTRun:
     eval_samples = task.split(cfg.task.eval_split)[: cfg.eval.max_samples]
     t_build = time.perf_counter()
     tokenizer, model, seq2seq = build_tokenizer_and_model(cfg, train_samples)
-    model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    name = type(model).__name__
+    model = with_lora(model, cfg, seq2seq).to(device)
     print(
-        f"model: {type(model).__name__}, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+        f"model: {name}, {parameter_counts(model, cfg)}, vocab {len(tokenizer)}, "
         f"{'seq2seq' if seq2seq else 'causal'} (built in {time.perf_counter() - t_build:.1f}s)",
         flush=True,
     )
@@ -428,7 +451,7 @@ def sft_loop(run: SFTRun, log: RunLogger, checkpoints: Checkpointer, resume: boo
         log.progress.resume_at(run.step)
     if run.step == 0 and cfg.eval.at_start:
         log.metrics({"step": 0, "iteration": 0, **eval_row(run, log, 0)})
-    set_dropout(run.model, s.dropout)
+    set_sft_dropout(run.model, cfg)
     began = time.perf_counter()
     while run.step < run.total:
         if run.batches is None:  # a new epoch
@@ -446,6 +469,15 @@ def sft_loop(run: SFTRun, log: RunLogger, checkpoints: Checkpointer, resume: boo
         if run.position >= len(run.batches):
             run.batches = None
     return finish_sft(run, log, time.perf_counter() - began)
+
+
+def set_sft_dropout(model: nn.Module, cfg: Config) -> None:
+    """Dropout at ``sft.dropout`` in the model, and at ``model.lora.dropout`` on the adapters' inputs."""
+    set_dropout(model, cfg.sft.dropout)
+    if cfg.model.lora is not None:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Dropout) and ".lora_dropout." in f"{name}.":
+                module.p = cfg.model.lora.dropout
 
 
 def train_step(run: SFTRun, idx: list[int]) -> tuple[float | None, float]:
@@ -467,7 +499,8 @@ def train_step(run: SFTRun, idx: list[int]) -> tuple[float | None, float]:
     loss.backward()
     grad_norm = None
     if s.max_grad_norm is not None:
-        grad_norm = float(nn.utils.clip_grad_norm_(run.model.parameters(), s.max_grad_norm))
+        trained = [p for group in run.optimizer.param_groups for p in group["params"]]
+        grad_norm = float(nn.utils.clip_grad_norm_(trained, s.max_grad_norm))
         check_finite_stats({"grad_norm": grad_norm}, ["grad_norm"], where=f"step {run.step + 1}")
     lr = run.optimizer.param_groups[0]["lr"]
     run.optimizer.step()
@@ -559,14 +592,22 @@ def finish_sft(run: SFTRun, log: RunLogger, train_time: float) -> dict:
         )
     log.phase("save", total)
     check_finite_module(run.model, where=f"the end of SFT (step {total})")  # never save a NaN model
-    save_sft_model(run.model, run.tokenizer, out / "model")
+    keep_adapter = cfg.model.lora is not None and cfg.model.lora.keep_adapter
+    save_sft_model(run.model, run.tokenizer, out / "model", keep_adapter=keep_adapter)
     return final
 
 
-def save_sft_model(model: nn.Module, tokenizer, folder: Path) -> None:
-    """A Hugging Face folder (model + tokenizer) that ``model.name_or_path`` can name, written atomically."""
+def save_sft_model(model: nn.Module, tokenizer, folder: Path, *, keep_adapter: bool = False) -> None:
+    """A Hugging Face folder (model + tokenizer) that ``model.name_or_path`` can name, written atomically.
+
+    LoRA: the adapters merged into the base weights (in place: the PEFT wrapper is gone afterwards), as
+    ``rl4text train`` saves; ``keep_adapter`` also writes the adapters alone to ``model/adapter/`` (PEFT format)."""
+    from rl4text.policies.lora import is_peft, merged_for_saving
+
     with atomic_folder(folder) as tmp:
-        save_pretrained_model(model, tmp)
+        if keep_adapter and is_peft(model):
+            model.save_pretrained(tmp / "adapter")
+        save_pretrained_model(merged_for_saving(model), tmp)
         tokenizer.save_pretrained(tmp)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from rl4text.cli import main
 from rl4text.config import ConfigError, ModelConfig, TokenizerTrainingConfig, load_config
@@ -198,3 +199,112 @@ def test_sft_from_scratch_preset_passes_the_checks_rl_would_refuse():
     check_sft_config(cfg, str(preset))
     with pytest.raises(ConfigError, match=r"RL on a model\.random_init model needs model\.tokenizer"):
         check_config_runs(cfg, str(preset))
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+
+CAUSAL_LORA = [
+    "model.lora={r: 16, alpha: 32, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head]}"
+]
+SEQ2SEQ_LORA = [*SEQ2SEQ, "model.lora={r: 16, alpha: 32, target_modules: [q, k, v, o, wi, wo, lm_head]}"]
+
+
+def probe_logits(model, seq2seq):
+    """Logits of fixed token ids (ids every tiny vocabulary here holds): ``[1, L, V]``."""
+    ids = torch.tensor([[5, 9, 12, 7, 20, 3, 14, 6]])
+    with torch.no_grad():
+        if seq2seq:
+            return model(input_ids=ids, decoder_input_ids=ids[:, :5]).logits
+        return model(input_ids=ids).logits
+
+
+def base_weights(peft_model) -> dict[str, torch.Tensor]:
+    """The frozen base weights of a PEFT model under their names in the unwrapped model."""
+    return {
+        k.replace(".base_layer", ""): v.clone()
+        for k, v in peft_model.get_base_model().state_dict().items()
+        if "lora_" not in k
+    }
+
+
+@pytest.mark.parametrize("lora", [CAUSAL_LORA, SEQ2SEQ_LORA], ids=["causal", "seq2seq"])
+def test_lora_sft_trains_only_adapters_and_saves_a_merged_model(tmp_path, monkeypatch, capsys, lora):
+    """``model.lora`` in SFT: the toy task is learned through the adapters alone, the base weights stay
+    bit-identical, and ``model/`` is a plain Hugging Face folder with the PEFT model's logits."""
+    pytest.importorskip("peft")
+    import rl4text.policies.lora as lora_mod
+    import rl4text.sft as sft_mod
+
+    seen = {}
+    with_lora, merged = sft_mod.with_lora, lora_mod.merged_for_saving
+
+    def record_start(model, cfg, seq2seq):
+        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return with_lora(model, cfg, seq2seq)
+
+    def record_end(model):  # the trained PEFT model, just before its adapters are merged
+        seen["base"], seen["adapters"] = base_weights(model), lora_mod.lora_parameters(model)
+        seen["logits"] = probe_logits(model, bool(model.config.is_encoder_decoder))
+        return merged(model)
+
+    monkeypatch.setattr(sft_mod, "with_lora", record_start)
+    monkeypatch.setattr(lora_mod, "merged_for_saving", record_end)
+    cfg = load_config(SFT_SMOKE, [*FAST, *lora, "model.lora.keep_adapter=true"])
+    final = sft(cfg, tmp_path / "sft")
+    printed = capsys.readouterr().out
+    assert "trainable (" in printed and "%, LoRA r=16)" in printed
+    rows = [r for r in read_metrics(tmp_path / "sft") if "loss" in r]
+    assert rows[-1]["loss"] < 0.3 * rows[0]["loss"] and "grad_norm" in rows[-1]
+    assert final["chrf"] > 50
+    # only the adapters trained: every base weight is the one the run started from, bit for bit
+    assert seen["base"].keys() == seen["start"].keys()
+    assert all(torch.equal(seen["base"][k], seen["start"][k]) for k in seen["start"])
+    assert seen["adapters"] and all(p.abs().sum() > 0 for n, p in seen["adapters"].items() if "lora_B" in n)
+    # model/ is a merged plain HF folder (no adapter keys) with the trained PEFT model's logits
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    seq2seq = lora is SEQ2SEQ_LORA
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    folder = tmp_path / "sft" / "model"
+    loaded = auto.from_pretrained(folder)
+    assert not any("lora_" in k or "base_layer" in k for k in loaded.state_dict())
+    assert (probe_logits(loaded, seq2seq) - seen["logits"]).abs().max() <= 1e-5
+    # model.lora.keep_adapter: the adapters alone, in PEFT's format, next to the merged model
+    adapter = load_file(folder / "adapter" / "adapter_model.safetensors")
+    assert {n.replace(".default", "").removeprefix("base_model.model.") for n in seen["adapters"]} <= {
+        k.replace("base_model.model.", "") for k in adapter
+    }
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        CAUSAL_LORA,
+        [*SEQ2SEQ_LORA, "model.tokenizer=null", "sft.tokenizer_training={vocab_size: 300, kind: bpe}"],
+    ],
+    ids=["causal", "seq2seq-trained-tokenizer"],
+)
+def test_lora_sft_resumes_exactly(tmp_path, monkeypatch, overrides):
+    """Adapter-only checkpoints: the resumed run rebuilds the same base (also a from-scratch model with a
+    trained tokenizer, which LoRA supports) and ends with the uninterrupted run's metrics and model."""
+    pytest.importorskip("peft")
+    import rl4text.sft as sft_mod
+    from tests.test_runtime import Interrupt, comparable, interrupt_at
+
+    steps = [*FAST, "sft.max_steps=12", "sft.log_every=3", "sft.save_every=4", "sft.eval_every=6"]
+    cfg = load_config(SFT_SMOKE, [*steps, *overrides, "eval.max_samples=4", "tracking.progress=none"])
+    straight = sft_mod.sft(cfg, tmp_path / "straight")
+    with monkeypatch.context() as m:
+        interrupt_at(m, sft_mod, "log_step", lambda run, *_: run.step, 7)
+        with pytest.raises(Interrupt):
+            sft_mod.sft(cfg, tmp_path / "resumed")
+    manifest = json.loads(
+        (tmp_path / "resumed" / "checkpoints" / "iter_000004" / "manifest.json").read_text()
+    )
+    assert manifest["weights"] == "trainable"  # the adapters only: the frozen base is rebuilt from the config
+    assert sft_mod.sft(cfg, tmp_path / "resumed", resume=True) == straight
+    assert comparable(tmp_path / "resumed") == comparable(tmp_path / "straight")
+    weights = [load_file(tmp_path / d / "model" / "model.safetensors") for d in ("straight", "resumed")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
