@@ -253,7 +253,9 @@ def report(runs: dict[str, list[dict]], args, command: str) -> str:
     for name in variants:
         a = summary(runs[name])
         shown = " ".join(extra.get(name, [])) or "(none)"
-        lines.append(f"| rl4text `{algo}` {name} | `{shown}` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |")
+        lines.append(
+            f"| rl4text `{algo}` {name} | `{shown}` | {a[3]} | {a[0]:.1f} | {a[1]:.2f} | {a[2]:.1f} |"
+        )
     if trl:
         lines.append(f"| TRL `{trainer}` | fp32 | {trl[3]} | {trl[0]:.1f} | {trl[1]:.2f} | {trl[2]:.1f} |")
     lines.append("")
