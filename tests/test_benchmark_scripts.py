@@ -88,7 +88,14 @@ def test_grue_table_cells_use_the_combined_interval_and_mark_only_intervals_that
     }
     lines = grue.table(results, ["reward", "chrf"], "zero-shot", {"reward"})
     assert lines[2] == "| zero-shot | 20.00 | 17.00 |"  # reward shown ×100
-    assert lines[3] == "| + rloo (n=3) | 21.00 (+1.00 [-1.00, +3.00]) | 18.50 (+1.50 [+0.50, +2.50]) **↑** |"
+    assert lines[3] == (
+        "| zero-shot + rloo (n=3) | 21.00 (+1.00 [-1.00, +3.00]) | 18.50 (+1.50 [+0.50, +2.50]) **↑** |"
+    )
     assert (
-        lines[4] == "| + ppo (n=2) | – | 16.00 (-1.00 ± 3.00) |"
-    )  # no paired test: the Student-t half-width
+        lines[4] == "| zero-shot + ppo (n=2) | – | 16.00 (-1.00 ± 3.00) |"
+    )  # no paired test: the t half-width
+    # a second block (another benchmark) has no header, and a metric its start lacks is a dash
+    block = grue.table(
+        {"start": {"chrf": 30.0}, "summary": {}}, ["reward", "chrf"], "supervised", set(), False
+    )
+    assert block == ["| supervised | – | 30.00 |"]
