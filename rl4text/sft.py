@@ -499,7 +499,9 @@ def train_step(run: SFTRun, idx: list[int]) -> tuple[float | None, float]:
     loss.backward()
     grad_norm = None
     if s.max_grad_norm is not None:
-        trained = [p for group in run.optimizer.param_groups for p in group["params"]]
+        # in the model's parameter order (the float sum, hence the recorded fixtures, depend on it); frozen
+        # weights (LoRA's base) have no gradient and are skipped
+        trained = [p for p in run.model.parameters() if p.requires_grad]
         grad_norm = float(nn.utils.clip_grad_norm_(trained, s.max_grad_norm))
         check_finite_stats({"grad_norm": grad_norm}, ["grad_norm"], where=f"step {run.step + 1}")
     lr = run.optimizer.param_groups[0]["lr"]
