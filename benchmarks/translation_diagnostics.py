@@ -31,13 +31,20 @@ def diagnose(predictions: Path) -> dict:
     }
 
 
+def prediction_files(bench_dir: Path) -> dict[str, Path]:
+    """System name -> test ``predictions.jsonl``: the starting model, then every run (shared with the summary
+    diagnostics)."""
+    systems = {"starting model": bench_dir / "start" / "predictions.jsonl"}
+    for run in sorted((bench_dir / "runs").glob("*/test/predictions.jsonl")):
+        systems[run.parent.parent.name] = run
+    return systems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench_dir", type=Path)
     args = parser.parse_args()
-    systems = {"starting model": args.bench_dir / "start" / "predictions.jsonl"}
-    for run in sorted((args.bench_dir / "runs").glob("*/test/predictions.jsonl")):
-        systems[run.parent.parent.name] = run
+    systems = prediction_files(args.bench_dir)
     print("| system | outputs | German-looking | wrapped in commentary | mean characters |")
     print("|---|---:|---:|---:|---:|")
     for name, path in systems.items():

@@ -2,6 +2,7 @@
 variant (the timings themselves come from benchmarks/issue13_measure.sh, never from tests)."""
 
 import importlib.util
+import json
 import types
 from pathlib import Path
 
@@ -99,3 +100,18 @@ def test_grue_table_cells_use_the_combined_interval_and_mark_only_intervals_that
         {"start": {"chrf": 30.0}, "summary": {}}, ["reward", "chrf"], "supervised", set(), False
     )
     assert block == ["| supervised | – | 30.00 |"]
+
+
+def test_summary_diagnostics_count_summaries_about_the_text_and_endings(tmp_path):
+    diag = _load("summary_diagnostics")
+    rows = [
+        {"completion": "This abstract summarizes the main idea.", "reward/missing_eos": 0.0},
+        {"completion": "We propose a new method; the authors show it works", "reward/missing_eos": -0.1},
+        {"completion": "CENs generate simple models on the fly.", "reward/missing_eos": 0.0},
+        {"completion": "In this abstract, the writer proposes a setting", "reward/missing_eos": -0.1},
+    ]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = diag.diagnose(path)
+    # openers: rows 1 and 4; mentions: rows 1 (this abstract), 2 (the authors), 4; words 6 + 10 + 7 + 8 = 31
+    assert d == {"n": 4, "opens_with_abstract": 2, "mentions_the_text": 3, "mean_words": 31 / 4, "ended": 2}
