@@ -32,7 +32,7 @@ from torch import nn
 from rl4text.config import Config, ConfigError, TokenizerTrainingConfig, save_config
 from rl4text.evaluate import Decoding, evaluate, logged_rows
 from rl4text.metrics import build_metrics
-from rl4text.models import disable_dropout, load_model, load_tokenizer, save_pretrained_model, set_dropout
+from rl4text.models import disable_dropout, load_model, load_tokenizer, set_dropout
 from rl4text.policies.actor_critic import sequence_logits
 from rl4text.registry import TASKS
 from rl4text.rewards import build_reward
@@ -324,19 +324,6 @@ def new_window() -> dict:
     return {"loss": 0.0, "tokens": 0, "targets": 0, "time": 0.0}
 
 
-def with_lora(model: nn.Module, cfg: Config, seq2seq: bool) -> nn.Module:
-    """``model`` with the adapters of ``model.lora`` (as ``rl4text train`` adds them; base weights frozen), or
-    ``model`` itself for full fine-tuning."""
-    lora = cfg.model.lora
-    if lora is None:
-        return model
-    from rl4text.policies.lora import add_lora
-
-    return add_lora(
-        model, seq2seq, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
-    )
-
-
 def parameter_counts(model: nn.Module, cfg: Config) -> str:
     """``"1.23M parameters, 36,864 trainable (3.0%, LoRA r=8)"``: what the model holds and what the optimiser
     updates."""
@@ -344,6 +331,16 @@ def parameter_counts(model: nn.Module, cfg: Config) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     how = f", LoRA r={cfg.model.lora.r}" if cfg.model.lora is not None else ""
     return f"{total / 1e6:.2f}M parameters, {trainable:,} trainable ({100 * trainable / max(total, 1):.1f}%{how})"
+
+
+def with_lora(model: nn.Module, cfg: Config, seq2seq: bool) -> nn.Module:
+    """``model`` with the adapters of ``model.lora`` (as ``rl4text train`` adds them; base weights frozen), or
+    ``model`` itself for full fine-tuning."""
+    if cfg.model.lora is None:
+        return model
+    from rl4text.policies.lora import add_lora_from_config
+
+    return add_lora_from_config(model, cfg.model.lora, seq2seq)
 
 
 def build_sft(cfg: Config) -> SFTRun:
@@ -604,13 +601,10 @@ def save_sft_model(model: nn.Module, tokenizer, folder: Path, *, keep_adapter: b
 
     LoRA: the adapters merged into the base weights (in place: the PEFT wrapper is gone afterwards), as
     ``rl4text train`` saves; ``keep_adapter`` also writes the adapters alone to ``model/adapter/`` (PEFT format)."""
-    from rl4text.policies.lora import is_peft, merged_for_saving
+    from rl4text.policies.lora import write_model_folder
 
     with atomic_folder(folder) as tmp:
-        if keep_adapter and is_peft(model):
-            model.save_pretrained(tmp / "adapter")
-        save_pretrained_model(merged_for_saving(model), tmp)
-        tokenizer.save_pretrained(tmp)
+        write_model_folder(model, tokenizer, tmp, keep_adapter=keep_adapter)
 
 
 def check_sft_config(cfg: Config, source: str = "<config>") -> None:

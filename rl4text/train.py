@@ -25,7 +25,7 @@ from rl4text.core.shaping import kl_penalized_rewards
 from rl4text.evaluate import Decoding, evaluate, logged_rows
 from rl4text.generation import Generator, check_masker_backend, make_generator
 from rl4text.metrics import build_metrics
-from rl4text.models import load_model, load_tokenizer, save_pretrained_model
+from rl4text.models import load_model, load_tokenizer
 from rl4text.policies.actor_critic import ActorCritic, frozen_copy
 from rl4text.registry import ALGORITHMS, TASKS
 from rl4text.rewards import ComposedReward, RewardOutput, RewardScaler, build_reward
@@ -189,19 +189,12 @@ def build_policy(
     """The policy (LoRA adapters when ``model.lora`` is set) and the KL reference: with LoRA the base model
     under disabled adapters (no copy), else a frozen copy (in ``model.reference_dtype`` when set)."""
     from rl4text.policies.actor_critic import enable_gradient_checkpointing, warn_if_emulated_bf16
-    from rl4text.policies.lora import AdaptersDisabled, add_lora
+    from rl4text.policies.lora import AdaptersDisabled, add_lora_from_config
 
     m = cfg.model
     reference = None
     if m.lora is not None:
-        model = add_lora(
-            model,
-            seq2seq,
-            r=m.lora.r,
-            alpha=m.lora.alpha,
-            dropout=m.lora.dropout,
-            target_modules=m.lora.target_modules,
-        )
+        model = add_lora_from_config(model, m.lora, seq2seq)
         reference = AdaptersDisabled(model) if needs_reference else None
     elif needs_reference:
         reference = frozen_copy(model)
@@ -614,13 +607,10 @@ def save_final_model(c: Components, folder: Path) -> None:
     """The trained policy as a Hugging Face folder (+ tokenizer and ``value_head.safetensors``), atomically."""
     from safetensors.torch import save_file
 
-    from rl4text.policies.lora import is_peft, merged_for_saving
+    from rl4text.policies.lora import write_model_folder
 
     with atomic_folder(folder) as tmp:
-        if is_peft(c.policy.model) and c.cfg_keep_adapter:
-            c.policy.model.save_pretrained(tmp / "adapter")
-        save_pretrained_model(merged_for_saving(c.policy.model), tmp)  # LoRA: merged, a plain HF folder
-        c.tokenizer.save_pretrained(tmp)
+        write_model_folder(c.policy.model, c.tokenizer, tmp, keep_adapter=c.cfg_keep_adapter)  # LoRA: merged
         save_file(
             {k: v.contiguous() for k, v in c.policy.value_head.state_dict().items()},
             tmp / "value_head.safetensors",

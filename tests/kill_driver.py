@@ -25,13 +25,15 @@ def main(argv: list[str]) -> int:
     import rl4text.train as train
 
     if mode == "model":
-        save = train.save_pretrained_model
+        import rl4text.models as models  # the final model/ folder is written through models.save_pretrained_model
+
+        save = models.save_pretrained_model
 
         def slow_save(model, folder):
             save(model, folder)  # config.json and weights are in the temporary folder now
             hang(flag)
 
-        train.save_pretrained_model = slow_save
+        models.save_pretrained_model = slow_save
     elif mode == "final-checkpoint":
         save = checkpoints.save_checkpoint
         total = int(next(a for a in cli_args if a.startswith("train.iterations=")).split("=")[1])

@@ -51,6 +51,13 @@ def add_lora(
     return peft_model
 
 
+def add_lora_from_config(model: nn.Module, lora, seq2seq: bool) -> nn.Module:
+    """:func:`add_lora` with the keys of a ``model.lora`` section (``rl4text train`` and ``rl4text sft`` alike)."""
+    return add_lora(
+        model, seq2seq, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+    )
+
+
 class _PeftView(nn.Module):
     """A view of a PEFT policy that runs it (and its encoder) inside :meth:`context`; holds the model without
     registering it, so its parameters stay the policy's, not counted twice."""
@@ -162,3 +169,15 @@ def merged_for_saving(model: nn.Module) -> nn.Module:
         for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
             config.tie_word_embeddings = False
     return model.merge_and_unload()
+
+
+def write_model_folder(model: nn.Module, tokenizer, folder, *, keep_adapter: bool) -> None:
+    """Into ``folder`` (an open temporary folder of :func:`rl4text.runtime.atomic_folder`): the adapters alone in
+    ``adapter/`` (PEFT's format) when ``keep_adapter`` and the model has them, then the plain Hugging Face model
+    (adapters merged: :func:`merged_for_saving`, so call it last) and the tokenizer."""
+    from rl4text.models import save_pretrained_model
+
+    if keep_adapter and is_peft(model):
+        model.save_pretrained(folder / "adapter")
+    save_pretrained_model(merged_for_saving(model), folder)
+    tokenizer.save_pretrained(folder)
