@@ -90,7 +90,8 @@ def run_rl4text(args) -> dict:
         rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "time/iteration_s" in r]
     steps = [r["time/iteration_s"] for r in rows][args.warmup :]
     tokens = [r["rollout/response_length"] * PROMPTS * K for r in rows][args.warmup :]
-    return {"step_s": steps, "tokens": tokens, "overrides": overrides}
+    split = [{k: v for k, v in r.items() if k.startswith("time/")} for r in rows]  # rollout / reward / update
+    return {"step_s": steps, "tokens": tokens, "overrides": overrides, "time_split": split}
 
 
 def base_overrides(args) -> list[str]:
