@@ -11,6 +11,10 @@ For each model setting, every method samples the same number of new tokens for t
 - ``naive_no_cache``: token-by-token sampling that re-runs the whole model over prompt + tokens so far at
   every step, without a KV cache (what RL4LMs' seq2seq rollout did): the cost the KV-cached design avoids.
 
+``--samples-per-prompt K`` makes the batch ``batch / K`` distinct prompts, each repeated K times (the RLOO/GRPO
+layout): every method sees the same repeated rows; rl4text's generate, rollout and reference pass run each distinct
+prompt once (``rollout.share_prompts``), Hugging Face's ``generate`` runs every row's prompt.
+
 EOS is suppressed everywhere (``min_new_tokens`` for HF, an EOS-masking logits processor for the others), so
 every method produces exactly ``batch x new_tokens`` tokens; throughput is ``batch x new_tokens / seconds``.
 Methods are interleaved within each repeat (so background load hits them alike) and the median is reported.
@@ -219,6 +223,7 @@ def rl4text_generate(b: Bench) -> torch.Tensor:
         do_sample=True,
         temperature=1.0,
         logits_processor=b.suppress_eos,
+        share_prompts=b.policy.share_prompts,  # what the rollout's generation does
     )
     return response_ids
 
@@ -283,14 +288,20 @@ METHOD_FNS: dict[str, Callable[[Bench], torch.Tensor]] = {
 # ---------------------------------------------------------------------------------------------- timing
 
 
-def build_bench(setting: Setting, batch_size: int, new_tokens: int, device: str, seed: int) -> Bench:
-    """Load the model (seeded, so random init is reproducible), its reference copy and the prompt batch."""
+def build_bench(
+    setting: Setting, batch_size: int, new_tokens: int, device: str, seed: int, samples_per_prompt: int = 1
+) -> Bench:
+    """Load the model (seeded, so random init is reproducible), its reference copy and the prompt batch
+    (``batch_size / samples_per_prompt`` distinct prompts, each repeated on consecutive rows)."""
+    if samples_per_prompt < 1 or batch_size % samples_per_prompt:
+        raise SystemExit(f"--samples-per-prompt {samples_per_prompt} must divide the batch size {batch_size}")
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(setting.model)
     model, seq2seq = load_model(setting.model, tokenizer)
     policy = ActorCritic(model, seq2seq).to(device).eval()
     reference = frozen_copy(policy.model)
-    samples = [{"prompt": p, "references": [""]} for p in setting.prompts(batch_size)]
+    prompts = setting.prompts(batch_size // samples_per_prompt)
+    samples = [{"prompt": p, "references": [""]} for p in prompts for _ in range(samples_per_prompt)]
     # the same encoding collect_rollout does internally, so all methods see identical prompt tensors
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, MAX_PROMPT_LENGTH, seq2seq, setting.use_chat_template
@@ -357,6 +368,7 @@ def summarise(name: str, b: Bench, seconds: dict[str, list[float]], load_seconds
         "parameters": sum(p.numel() for p in b.model.parameters()),
         "seq2seq": b.seq2seq,
         "batch_size": b.prompt_ids.shape[0],
+        "distinct_prompts": len({s["prompt"] for s in b.samples}),
         "prompt_tokens": b.prompt_ids.shape[1],
         "new_tokens": b.new_tokens,
         "load_seconds": load_seconds,
@@ -392,7 +404,7 @@ def run_setting(setting: Setting, args: argparse.Namespace) -> dict:
     batch_size = args.batch_size or (max(2, setting.batch_size // 4) if args.quick else setting.batch_size)
     new_tokens = args.new_tokens or (max(8, setting.new_tokens // 4) if args.quick else setting.new_tokens)
     start = time.perf_counter()
-    b = build_bench(setting, batch_size, new_tokens, args.device, args.seed)
+    b = build_bench(setting, batch_size, new_tokens, args.device, args.seed, args.samples_per_prompt)
     load_seconds = time.perf_counter() - start
     print(
         f"[{setting.name}] {type(b.model).__name__}, batch {batch_size}, "
@@ -430,12 +442,13 @@ def environment() -> dict:
 
 def markdown_table(results: list[dict], methods: list[str]) -> str:
     """One row per model: sizes, median tokens/s per method, the ratios and the CPU load from other processes."""
-    header = ["model", "batch", "prompt tokens", "new tokens"]
+    header = ["model", "batch", "distinct prompts", "prompt tokens", "new tokens"]
     header += [f"{m} tok/s" for m in methods] + [f"{num} / {den}" for num, den in RATIOS]
     header.append("other load (cores)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        row = [r["model"], str(r["batch_size"]), str(r["prompt_tokens"]), str(r["new_tokens"])]
+        distinct = str(r.get("distinct_prompts", r["batch_size"]))
+        row = [r["model"], str(r["batch_size"]), distinct, str(r["prompt_tokens"]), str(r["new_tokens"])]
         row += [f"{r['tokens_per_s'][m]:.0f}" if m in r["tokens_per_s"] else "-" for m in methods]
         ratios = [r["ratios"].get(f"{num}/{den}") for num, den in RATIOS]
         row += ["-" if x is None else f"{x:.2f}x" for x in ratios]
@@ -488,6 +501,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     p.add_argument("--batch-size", type=int, default=None, help="override every setting's batch size")
     p.add_argument("--new-tokens", type=int, default=None, help="override every setting's new-token count")
+    p.add_argument(
+        "--samples-per-prompt",
+        type=int,
+        default=1,
+        help="batch / K distinct prompts, each repeated K times (RLOO/GRPO's layout; default 1: all distinct)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3, --quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of every method before timing")
     p.add_argument("--quick", action="store_true", help="smaller batches, fewer tokens and repeats")

@@ -129,6 +129,12 @@ class RolloutConfig:
     score_from_generation: bool = True
     """Take the behaviour log-probs and values from the sampling loop (no second forward pass; equal to the
     scoring pass to ~1e-6 in fp32). ``false``: score the finished responses in one separate forward pass."""
+    share_prompts: bool = True
+    """The samples of one prompt (``samples_per_prompt`` > 1: RLOO, GRPO) share one pass over it: one prefill in
+    generation and in the reference, scoring and update passes, its KV cache (causal) or encoder output (seq2seq)
+    given to each sample -- the same numbers to float rounding, with the prompt's tokens run once instead of k
+    times. Causal updates under ``train.gradient_checkpointing`` run every row's prompt (Hugging Face drops the
+    cache there). ``false``: every episode runs its own prompt."""
 
 
 @dataclass

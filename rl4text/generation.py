@@ -52,6 +52,8 @@ class HFGenerator:
     records_scores = True
     """``generate(..., record=StepScores)`` records the sampling loop's log-probs (and hidden states), so the
     rollout need not score its own samples again (``rollout.score_from_generation``)."""
+    shares_prompts = True
+    """``generate(..., share_prompts=True)`` prefills each distinct prompt once (``rollout.share_prompts``)."""
 
     def __init__(self, model: nn.Module, seq2seq: bool, *, eos_id: int, pad_id: int):
         self.model, self.seq2seq, self.eos_id, self.pad_id = model, seq2seq, eos_id, pad_id
@@ -66,6 +68,7 @@ class HFGenerator:
         do_sample: bool = True,
         logits_processor: LogitsProcessor | None = None,
         record=None,
+        share_prompts: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return generate(
             self.model,
@@ -79,6 +82,7 @@ class HFGenerator:
             temperature=temperature,
             logits_processor=logits_processor,
             record=record,
+            share_prompts=share_prompts,
         )
 
     def update_weights(self, model: nn.Module) -> None:

@@ -20,6 +20,9 @@ from rl4text.policies.actor_critic import (
     accepts_kwarg,
     causal_position_ids,
     decoder_start_id,
+    encode_shared,
+    prefill_shared,
+    prompt_groups,
     reference_logprobs,
 )
 from rl4text.policies.scoring import PackedMask
@@ -121,14 +124,20 @@ class IncrementalDecoder:
         prompt_mask: torch.Tensor,
         *,
         output_hidden: bool = False,
+        share_prompts: bool = False,
     ):
         self.model, self.seq2seq, self.prompt_mask = model, seq2seq, prompt_mask
         self.output_hidden = output_hidden
         self.hidden: torch.Tensor | None = None
         """``[B, H]`` the last layer's hidden state at the current position (with ``output_hidden``)."""
         self.cache = new_cache(model, seq2seq)
+        # share_prompts: the samples of one prompt share its encoder pass (seq2seq) or prefill (causal)
+        groups = prompt_groups(prompt_ids, prompt_mask) if share_prompts else None
         if seq2seq:
-            self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
+            if groups is None:
+                self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
+            else:
+                self.encoder_outputs = encode_shared(model, prompt_ids, prompt_mask, groups)
             start = torch.full((prompt_ids.shape[0], 1), decoder_start_id(model), dtype=torch.long)
             out = model(
                 encoder_outputs=self.encoder_outputs,
@@ -142,6 +151,22 @@ class IncrementalDecoder:
             self.attn = prompt_mask.clone()
             # only the last position's logits are needed: skip the LM head on the rest of the prompt
             keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
+            if groups is not None:
+                out, cache = prefill_shared(
+                    model,
+                    prompt_ids,
+                    self.attn,
+                    causal_position_ids(self.attn),
+                    groups,
+                    output_hidden_states=output_hidden,
+                    **keep,
+                )
+                self._read(out)
+                inverse = groups[1]
+                self.cache, self.logits = cache, self.logits.index_select(0, inverse)
+                if self.hidden is not None:
+                    self.hidden = self.hidden.index_select(0, inverse)
+                return
             out = model(
                 input_ids=prompt_ids,
                 attention_mask=self.attn,
@@ -224,16 +249,20 @@ def generate(
     temperature: float = 1.0,
     logits_processor: LogitsProcessor | None = None,
     record: StepScores | None = None,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample responses with the KV cache: ``[B, P]`` prompts -> ``(response_ids [B, T], response_mask [B, T])``.
 
     ``logits_processor(logits / temperature, generated)`` may reshape each step's distribution (e.g. NLPO's mask);
     stops when every sequence has emitted EOS or after ``max_new_tokens``. ``record`` collects each step's
-    log-prob (and hidden state) of the sampled token, so a rollout can skip its scoring pass.
+    log-prob (and hidden state) of the sampled token, so a rollout can skip its scoring pass. ``share_prompts``:
+    rows with the same prompt share one prefill (causal) or encoder pass (seq2seq), its cache copied to each.
     """
     B = prompt_ids.shape[0]
     want_hidden = record is not None and record.hidden
-    decoder = IncrementalDecoder(model, seq2seq, prompt_ids, prompt_mask, output_hidden=want_hidden)
+    decoder = IncrementalDecoder(
+        model, seq2seq, prompt_ids, prompt_mask, output_hidden=want_hidden, share_prompts=share_prompts
+    )
     tokens, masks = [], []
     finished = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
     for t in range(max_new_tokens):
@@ -273,11 +302,14 @@ def _sample(
     temperature: float,
     logits_processor: LogitsProcessor | None,
     record: StepScores | None,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample responses through ``generator`` (a :class:`rl4text.generation.Generator`) or, by default, the
     KV-cached :func:`generate` on ``policy.model``; ``record`` collects the loop's scores when given."""
     if generator is not None:
         extra = {"record": record} if record is not None else {}
+        if share_prompts and getattr(generator, "shares_prompts", False):
+            extra["share_prompts"] = True
         return generator.generate(
             prompt_ids,
             prompt_mask,
@@ -299,6 +331,7 @@ def _sample(
         temperature=temperature,
         logits_processor=logits_processor,
         record=record,
+        share_prompts=share_prompts,
     )
 
 
@@ -318,6 +351,7 @@ def collect_rollout(
     logits_processor: LogitsProcessor | None = None,
     score_from_generation: bool = True,
     generator=None,
+    share_prompts: bool | None = None,
 ) -> Rollout:
     """Generate one episode per sample and score it (policy log-probs, values, reference log-probs).
 
@@ -327,8 +361,12 @@ def collect_rollout(
     itself instead of a second forward pass (equal to ~1e-6 in fp32, ``tests/test_fast_scoring.py``); a separate
     critic always gets its own scoring pass, and so does a ``generator`` that cannot record the loop's scores.
     ``generator``: an ``rl4text.generation.Generator`` backend (default: :func:`generate` on ``policy.model``).
+    ``share_prompts`` (default: the policy's ``share_prompts``): samples of the same prompt share one prefill in
+    generation and one pass over the prompt in every scoring pass (:func:`~rl4text.policies.actor_critic.sequence_logits`).
     """
     device = policy.device
+    if share_prompts is None:
+        share_prompts = policy.share_prompts
     policy.generation_mode()
     prompt_ids, prompt_mask = encode_samples(
         tokenizer, samples, max_prompt_length, policy.seq2seq, use_chat_template
@@ -352,6 +390,7 @@ def collect_rollout(
             temperature=temperature,
             logits_processor=processor,
             record=record,
+            share_prompts=share_prompts,
         )
         action_mask = None
         if action_masker is not None:
@@ -384,6 +423,7 @@ def collect_rollout(
                 response_ids,
                 response_mask.long(),
                 temperature,
+                share_prompts=share_prompts,
             ).clone()  # out of inference mode
     mask = response_mask
     return Rollout(

@@ -209,6 +209,7 @@ def build_policy(
         warn_if_emulated_bf16(device)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
+    policy.share_prompts = cfg.rollout.share_prompts
     return policy, reference
 
 

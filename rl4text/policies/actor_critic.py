@@ -81,6 +81,55 @@ def decoder_start_id(model: nn.Module) -> int:
     return int(start)
 
 
+def prompt_groups(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows with identical prompts (tokens and padding), e.g. the k samples of a prompt in RLOO/GRPO.
+
+    ``(first [U], inverse [B])``: ``prompt_ids[first]`` are the ``U`` distinct prompts (each at its first row) and
+    ``inverse[b]`` is the distinct prompt of row ``b``; None when all ``B`` prompts are distinct."""
+    B = prompt_ids.shape[0]
+    if B < 2:
+        return None
+    key = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if unique.shape[0] == B:
+        return None
+    rows = torch.arange(B, device=prompt_ids.device)
+    first = torch.full((unique.shape[0],), B, dtype=torch.long, device=prompt_ids.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def encode_shared(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, groups):
+    """Encoder outputs ``[B, P, H]`` computed once per distinct prompt (``groups`` from :func:`prompt_groups`)
+    and gathered back to every row (differentiably: each prompt's gradient is the sum over its samples)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    first, inverse = groups
+    enc = model.get_encoder()(input_ids=prompt_ids[first], attention_mask=prompt_mask[first])
+    return BaseModelOutput(last_hidden_state=enc.last_hidden_state.index_select(0, inverse))
+
+
+def prefill_shared(model: nn.Module, prompt_ids, attention_mask, position_ids, groups, **kwargs):
+    """Run a causal model once per distinct prompt with a fresh KV cache, then give every row its prompt's keys
+    and values; ``(output of the distinct rows, cache [B, ...])``. Differentiable (``index_select``)."""
+    from rl4text.rollout import new_cache
+
+    first, inverse = groups
+    out = model(
+        input_ids=prompt_ids[first],
+        attention_mask=attention_mask[first],
+        position_ids=position_ids[first],
+        cache=new_cache(model, False),
+        use_cache=True,
+        **kwargs,
+    )
+    cache = out.cache
+    cache.reorder_cache(inverse)  # index_select on every layer's keys and values: U rows -> B rows
+    return out, cache
+
+
 def sequence_logits(
     model: nn.Module,
     seq2seq: bool,
@@ -90,15 +139,27 @@ def sequence_logits(
     response_mask: torch.Tensor,
     output_hidden: bool = False,
     logits: bool = True,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Logits ``[B, T, V]`` scoring each response token, and the last hidden states ``[B, T, H]`` if asked."""
+    """Logits ``[B, T, V]`` scoring each response token, and the last hidden states ``[B, T, H]`` if asked.
+
+    ``share_prompts``: rows with the same prompt (:func:`prompt_groups`) share one pass over it -- seq2seq models
+    encode each distinct prompt once; causal models run each distinct prompt (but its last token) once into a KV
+    cache and then only ``[last prompt token | response[:-1]]`` per row. The same function of the weights (equal
+    to float rounding, ``tests/test_shared_prompts.py``); nothing changes when every prompt is distinct."""
     T = response_ids.shape[1]
+    groups = prompt_groups(prompt_ids, prompt_mask) if share_prompts else None
     if seq2seq:
         start = torch.full_like(response_ids[:, :1], decoder_start_id(model))
         dec_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
         dec_mask = torch.cat([torch.ones_like(response_mask[:, :1]), response_mask[:, :-1]], dim=1)
+        source = (
+            {"input_ids": prompt_ids}
+            if groups is None
+            else {"encoder_outputs": encode_shared(model, prompt_ids, prompt_mask, groups)}
+        )
         out = model(
-            input_ids=prompt_ids,
+            **source,
             attention_mask=prompt_mask,
             decoder_input_ids=dec_ids,
             decoder_attention_mask=dec_mask,
@@ -108,6 +169,10 @@ def sequence_logits(
         hidden = out.decoder_hidden_states[-1] if output_hidden else None
         return (out.logits if logits else None), hidden
     P = prompt_ids.shape[1]
+    if groups is not None and P > 1:
+        return _shared_causal_logits(
+            model, prompt_ids, prompt_mask, response_ids, response_mask, groups, output_hidden, logits
+        )
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
     kwargs = {}
@@ -123,6 +188,32 @@ def sequence_logits(
     )
     hidden = out.hidden_states[-1][:, P - 1 : P + T - 1] if output_hidden else None
     return (out.logits[:, -(T + 1) : -1] if logits else None), hidden
+
+
+def _shared_causal_logits(
+    model, prompt_ids, prompt_mask, response_ids, response_mask, groups, output_hidden, logits
+):
+    """:func:`sequence_logits` of a causal model over shared prompts: ``prompt[:, :P-1]`` once per distinct
+    prompt into the cache, then ``[prompt[:, P-1] | response[:, :-1]]`` for every row, whose ``T`` positions
+    score the ``T`` response tokens."""
+    P, T = prompt_ids.shape[1], response_ids.shape[1]
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    positions = causal_position_ids(mask)
+    keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
+    _, cache = prefill_shared(
+        model, prompt_ids[:, : P - 1], mask[:, : P - 1], positions[:, : P - 1], groups, **keep
+    )
+    out = model(
+        input_ids=torch.cat([prompt_ids[:, P - 1 :], response_ids[:, :-1]], dim=1),
+        attention_mask=mask[:, : P + T - 1],
+        position_ids=positions[:, P - 1 : P + T - 1],
+        cache=cache,
+        use_cache=True,
+        output_hidden_states=output_hidden,
+        **({"logits_to_keep": 0 if logits else 1} if keep else {}),
+    )
+    hidden = out.hidden_states[-1] if output_hidden else None
+    return (out.logits if logits else None), hidden
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -184,6 +275,7 @@ class ActorCritic(nn.Module):
         and chunked; ``keep_logits`` also returns the tempered, masked ``[B, T, V]`` float32 logits.
         """
         shared = with_values and self.critic_model is None
+        share_prompts = self.prompts_shared()
         with self.scoring_mode():
             logits, hidden = sequence_logits(
                 self.model,
@@ -193,6 +285,7 @@ class ActorCritic(nn.Module):
                 response_ids,
                 response_mask,
                 output_hidden=shared,
+                share_prompts=share_prompts,
             )
             allowed = as_bool_mask(action_mask)
             logprobs = selective_logprobs(logits, response_ids, temperature, allowed)
@@ -210,12 +303,23 @@ class ActorCritic(nn.Module):
                         response_mask,
                         output_hidden=True,
                         logits=False,
+                        share_prompts=share_prompts,
                     )
                 values = self.value_head(hidden.float()).squeeze(-1)
         return ScoreOutput(logits=kept, logprobs=logprobs, values=values, entropy=ent)
 
     gradient_checkpointing = False
     """Set by :func:`enable_gradient_checkpointing`: differentiable scoring passes recompute activations."""
+    share_prompts = True
+    """Samples of the same prompt share one pass over it in every scoring pass (``rollout.share_prompts``)."""
+
+    def prompts_shared(self) -> bool:
+        """Whether this scoring pass shares prompts: not for a causal model under gradient checkpointing with
+        gradients on (Hugging Face drops the KV cache there; a seq2seq encoder output is shared all the same)."""
+        if not self.share_prompts:
+            return False
+        return self.seq2seq or not (self.gradient_checkpointing and torch.is_grad_enabled())
+
     autocast_dtype: torch.dtype | None = None
     """bfloat16 autocast around every forward pass (``model.autocast``), or None."""
 
@@ -273,10 +377,14 @@ def reference_logprobs(
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
     temperature: float = 1.0,
+    share_prompts: bool = False,
 ) -> torch.Tensor:
     """Log-probs ``[B, T]`` of the response tokens under the frozen reference model (same temperature), under
-    ``torch.inference_mode()`` (no autograd bookkeeping; the result only enters the reward)."""
-    logits, _ = sequence_logits(ref_model, seq2seq, prompt_ids, prompt_mask, response_ids, response_mask)
+    ``torch.inference_mode()`` (no autograd bookkeeping; the result only enters the reward). ``share_prompts``:
+    one pass over each distinct prompt (:func:`sequence_logits`)."""
+    logits, _ = sequence_logits(
+        ref_model, seq2seq, prompt_ids, prompt_mask, response_ids, response_mask, share_prompts=share_prompts
+    )
     return selective_logprobs(logits, response_ids, temperature)
 
 
