@@ -21,6 +21,7 @@ from rl4text.policies.actor_critic import (
     causal_position_ids,
     decoder_start_id,
     encode_shared,
+    new_cache,
     prefill_shared,
     prompt_groups,
     reference_logprobs,
@@ -96,17 +97,6 @@ def _pick(tempered_logits: torch.Tensor, do_sample: bool) -> torch.Tensor:
     if not do_sample:
         return tempered_logits.argmax(-1)
     return torch.multinomial(torch.softmax(tempered_logits, dim=-1), 1).squeeze(-1)
-
-
-def new_cache(model: nn.Module, seq2seq: bool):
-    """An empty KV cache for ``model``: a ``DynamicCache`` (causal), or an ``EncoderDecoderCache`` of two
-    (decoder self-attention, cross-attention) for seq2seq. Passed as ``cache=`` and read back from ``out.cache``,
-    the API of transformers >= 5.24 (``past_key_values`` is deprecated there and removed in 5.40)."""
-    from transformers import DynamicCache, EncoderDecoderCache
-
-    if seq2seq:
-        return EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
-    return DynamicCache(config=model.config)
 
 
 class IncrementalDecoder:
@@ -335,6 +325,35 @@ def _sample(
     )
 
 
+def _behaviour_scores(
+    policy,
+    record,
+    prompt_ids,
+    prompt_mask,
+    response_ids,
+    response_mask,
+    temperature,
+    with_values,
+    action_mask,
+):
+    """The behaviour policy's ``(logprobs [B, T], values [B, T] or None)``: from the sampling loop's ``record``
+    or, without one, from a separate scoring pass."""
+    if record is not None:
+        logprobs, hidden = record.stacked()
+        values = policy.value_head(hidden.float()).squeeze(-1) if hidden is not None else None
+        return logprobs, values
+    scored = policy.score(
+        prompt_ids,
+        prompt_mask,
+        response_ids,
+        response_mask.long(),
+        temperature,
+        with_values=with_values,
+        action_mask=action_mask,
+    )
+    return scored.logprobs, scored.values
+
+
 @torch.no_grad()
 def collect_rollout(
     policy: ActorCritic,
@@ -361,8 +380,7 @@ def collect_rollout(
     itself instead of a second forward pass (equal to ~1e-6 in fp32, ``tests/test_fast_scoring.py``); a separate
     critic always gets its own scoring pass, and so does a ``generator`` that cannot record the loop's scores.
     ``generator``: an ``rl4text.generation.Generator`` backend (default: :func:`generate` on ``policy.model``).
-    ``share_prompts`` (default: the policy's ``share_prompts``): samples of the same prompt share one prefill in
-    generation and one pass over the prompt in every scoring pass (:func:`~rl4text.policies.actor_critic.sequence_logits`).
+    ``share_prompts`` (default ``policy.share_prompts``): one pass over each distinct prompt, in generation too.
     """
     device = policy.device
     if share_prompts is None:
@@ -399,20 +417,17 @@ def collect_rollout(
                     prompt_ids, prompt_mask, response_ids, response_mask.long(), temperature
                 )
             )
-        if record is not None:
-            logprobs, hidden = record.stacked()
-            values = policy.value_head(hidden.float()).squeeze(-1) if hidden is not None else None
-        else:
-            scored = policy.score(
-                prompt_ids,
-                prompt_mask,
-                response_ids,
-                response_mask.long(),
-                temperature,
-                with_values=with_values,
-                action_mask=action_mask,
-            )
-            logprobs, values = scored.logprobs, scored.values
+        logprobs, values = _behaviour_scores(
+            policy,
+            record,
+            prompt_ids,
+            prompt_mask,
+            response_ids,
+            response_mask,
+            temperature,
+            with_values,
+            action_mask,
+        )
         ref = None
         if reference is not None:
             ref = reference_logprobs(

@@ -81,6 +81,17 @@ def decoder_start_id(model: nn.Module) -> int:
     return int(start)
 
 
+def new_cache(model: nn.Module, seq2seq: bool):
+    """An empty KV cache for ``model``: a ``DynamicCache`` (causal), or an ``EncoderDecoderCache`` of two
+    (decoder self-attention, cross-attention) for seq2seq. Passed as ``cache=`` and read back from ``out.cache``,
+    the API of transformers >= 5.24 (``past_key_values`` is deprecated there and removed in 5.40)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    if seq2seq:
+        return EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+    return DynamicCache(config=model.config)
+
+
 def prompt_groups(
     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -114,8 +125,6 @@ def encode_shared(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch
 def prefill_shared(model: nn.Module, prompt_ids, attention_mask, position_ids, groups, **kwargs):
     """Run a causal model once per distinct prompt with a fresh KV cache, then give every row its prompt's keys
     and values; ``(output of the distinct rows, cache [B, ...])``. Differentiable (``index_select``)."""
-    from rl4text.rollout import new_cache
-
     first, inverse = groups
     out = model(
         input_ids=prompt_ids[first],
