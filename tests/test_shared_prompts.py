@@ -177,3 +177,12 @@ def test_gradient_checkpointing_keeps_causal_rows_separate(kind, tokenizer, grad
         per_row = policy.score(*args)
     m = args[3].float()
     assert (shared.logprobs * m - per_row.logprobs * m).abs().max() <= 1e-5
+
+
+def test_a_dropped_shared_cache_is_an_error_not_a_wrong_score(tokenizer):
+    model, _ = tiny_model("causal", tokenizer)
+    policy = ActorCritic(model, False)
+    enable_gradient_checkpointing(policy)
+    model.train()  # a checkpointed differentiable pass: Hugging Face drops the KV cache
+    with pytest.raises(RuntimeError, match="did not keep the shared prompt's KV cache"):
+        sequence_logits(model, False, *batch(tokenizer, False), share_prompts=True)

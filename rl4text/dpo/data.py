@@ -84,9 +84,16 @@ def collate_pairs(
 
 
 def sequence_logprobs(model: nn.Module, seq2seq: bool, batch: PairBatch) -> torch.Tensor:
-    """``[2B]`` sums of the response tokens' log-probs under teacher forcing (temperature 1)."""
+    """``[2B]`` sums of the response tokens' log-probs under teacher forcing (temperature 1); a pair's chosen and
+    rejected responses share one pass over its prompt."""
     logits, _ = sequence_logits(
-        model, seq2seq, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask
+        model,
+        seq2seq,
+        batch.prompt_ids,
+        batch.prompt_mask,
+        batch.response_ids,
+        batch.response_mask,
+        share_prompts=True,
     )
     logp = token_logprobs(logits.float(), batch.response_ids)
     return (logp * batch.response_mask).sum(-1)

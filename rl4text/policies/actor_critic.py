@@ -212,6 +212,11 @@ def _shared_causal_logits(
     _, cache = prefill_shared(
         model, prompt_ids[:, : P - 1], mask[:, : P - 1], positions[:, : P - 1], groups, **keep
     )
+    if cache is None or cache.get_seq_length() != P - 1:  # e.g. a checkpointed differentiable pass drops it
+        raise RuntimeError(
+            f"{type(unwrapped(model)).__name__} did not keep the shared prompt's KV cache (gradient "
+            "checkpointing in train mode?); score without share_prompts"
+        )
     out = model(
         input_ids=torch.cat([prompt_ids[:, P - 1 :], response_ids[:, :-1]], dim=1),
         attention_mask=mask[:, : P + T - 1],
