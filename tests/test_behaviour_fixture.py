@@ -36,6 +36,26 @@ def test_metrics_equal_the_recorded_run(tmp_path, name):
         assert have == want  # exact: the same floats, the same keys
 
 
+def test_shared_prompts_give_the_recorded_rloo_run_to_float_rounding(tmp_path):
+    """RLOO's k samples of a prompt share one pass over it by default (rollout.share_prompts): the same run as
+    recorded without sharing, up to float rounding (the keys, counts and iterations are the same)."""
+    expected = [json.loads(line) for line in fixture_path("smoke_rloo").read_text().splitlines()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = run("smoke_rloo", tmp_path / "run", ["rollout.share_prompts=true"])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(got) == len(expected)
+    differ = 0
+    for want, have in zip(expected, got):
+        assert have.keys() == want.keys()
+        for key, value in want.items():
+            assert have[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+            differ += have[key] != value
+    assert differ > 0  # the shared path really ran (it rounds differently)
+
+
 def test_the_recorded_run_does_not_depend_on_the_thread_count(tmp_path):
     code = (
         "import json, sys; from pathlib import Path; from tests.behaviour_runs import run; "
