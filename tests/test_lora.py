@@ -199,3 +199,23 @@ def test_gradient_checkpointing_saves_less_and_gives_the_same_update(tokenizer, 
     (p1, bytes1), (p2, bytes2) = results
     assert bytes2 < 0.7 * bytes1  # activations of the layers are recomputed, not kept
     assert max((p1[n] - p2[n]).abs().max().item() for n in p1) <= 1e-6
+
+
+def test_lora_on_a_bfloat16_base_trains_rloo_with_float32_adapters(tmp_path):
+    """``model.dtype=bfloat16`` with LoRA: the frozen base (and so the KL reference) in bf16, the adapters, their
+    gradients and AdamW state in float32 (PEFT casts them up), the value head float32; RLOO's k samples share
+    their prompt. The leanest and fastest setting of benchmarks/vs_trl.py; the reward must rise."""
+    cfg = load_config(
+        SMOKE,
+        ["train.iterations=12", "train.learning_rate=1e-2", "eval.every=0", "algorithm.name=rloo",
+         "model.dtype=bfloat16", *LORA, "train.save_final_model=false"],
+    )  # fmt: skip
+    c = build(cfg)
+    dtypes = {n: p.dtype for n, p in c.policy.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n or n.startswith("value_head")} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "lora_" not in n and not n.startswith("value_head")} == {
+        torch.bfloat16
+    }
+    train(cfg, tmp_path / "run")
+    rewards = [r["rollout/reward_mean"] for r in rows_of(tmp_path / "run")]
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.2, rewards
