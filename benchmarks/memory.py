@@ -11,7 +11,9 @@ init, SmolLM2's tokenizer: no pretrained seq2seq model is reachable offline; mem
 - ``lora``: ``model.lora.r=8`` (the reference is the base with adapters disabled: no copy);
 - ``three_copies``: policy, separate value model (``model.critic=separate``) and reference, three full copies
   as RL4LMs lays them out;
-- ``full_autocast``: ``full`` under bfloat16 autocast (``model.autocast=true``; weights stay fp32), the CPU option.
+- ``full_autocast``: ``full`` under bfloat16 autocast (``model.autocast=true``; weights stay fp32), the CPU option;
+- ``lora_bf16``: ``lora`` on a bfloat16 base (``model.dtype=bfloat16``: frozen base and reference in bf16, the
+  adapters, their optimiser state and the value head in float32).
 
 Reported: peak RSS, median update seconds per iteration, bytes of the final checkpoint.
 
@@ -42,6 +44,7 @@ SETTINGS = {
     "lora": ["model.lora={r: 8, alpha: 16}"],
     "three_copies": ["model.critic=separate"],
     "full_autocast": ["model.autocast=true"],
+    "lora_bf16": ["model.lora={r: 8, alpha: 16}", "model.dtype=bfloat16"],
 }
 T5_SMALL = (
     "{model_type: t5, d_model: 512, d_ff: 2048, num_layers: 6, num_decoder_layers: 6, num_heads: 8, d_kv: 64}"
@@ -139,7 +142,7 @@ def report(results: dict, args) -> str:
                 f"{lora / three:.2f}x (target <= 0.35x); LoRA / full update time {ul / uf:.2f}x (target <= 0.7x); "
                 f"full peak {full:.2f} GB (target <= 3.5 GB)."
             )
-        for lean in ("full_lean", "full_autocast"):
+        for lean in ("full_lean", "full_autocast", "lora_bf16"):
             if {"full", lean} <= set(get):
                 r, f = get[lean], get["full"]
                 lines.append(
