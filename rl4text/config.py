@@ -60,7 +60,9 @@ class ModelConfig:
     critic: Literal["shared", "separate"] = "shared"
     """Value head on the policy's trunk (``shared``) or on a separate copy of the base model."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype of the policy and reference models."""
+    """Parameter dtype of the policy and reference models. With ``lora`` only the frozen base is in this dtype:
+    PEFT keeps the adapters (and so their gradients and optimiser state) in float32; ``bfloat16`` + LoRA is the
+    leanest setting measured (``benchmarks/results/vs_trl_lora_bf16.md``)."""
     autocast: bool = False
     """Run every forward pass (sampling, scoring, reference, update, evaluation) under bfloat16 autocast; weights,
     gradients and optimiser state stay in ``dtype``. On GPUs, and on CPUs with AVX-512 BF16 / AMX (a warning
