@@ -186,3 +186,38 @@ def test_a_dropped_shared_cache_is_an_error_not_a_wrong_score(tokenizer):
     model.train()  # a checkpointed differentiable pass: Hugging Face drops the KV cache
     with pytest.raises(RuntimeError, match="did not keep the shared prompt's KV cache"):
         sequence_logits(model, False, *batch(tokenizer, False), share_prompts=True)
+
+
+def test_shuffled_minibatches_are_regrouped_for_micro_batches(kind, tokenizer):
+    """GRPO shuffles its minibatch rows; split into micro-batches, the samples of a prompt are put back on
+    adjacent rows so each micro-batch shares whole prompts, and the update is the per-row one (to rounding)."""
+    from rl4text.algorithms.grpo import GRPO, GRPOConfig
+
+    rows = [s for s in SAMPLES for _ in range(2)]  # k = 2 samples of each of 4 prompts
+    params = []
+    for share in (False, True):
+        model, seq2seq = tiny_model(kind, tokenizer)
+        policy = ActorCritic(model, seq2seq)
+        policy.share_prompts = share
+        algo = GRPO(
+            GRPOConfig(k=2, minibatch_size=8, kl_coef=0.0),
+            policy,
+            torch.optim.SGD(policy.parameters(), lr=0.5),
+        )
+        algo.micro_batch_size = 2
+        torch.manual_seed(0)
+        r = collect_rollout(policy, None, tokenizer, rows, max_new_tokens=6, max_prompt_length=24)
+        rewards = torch.linspace(-1, 1, r.response_mask.numel()).view_as(r.response_mask) * r.response_mask
+        batch = algo.prepare(r, rewards)
+        if share:
+            shuffled = batch.select(torch.tensor([5, 0, 3, 6, 1, 7, 2, 4]))
+            grouped = algo._group_prompts(shuffled)
+            pairs = grouped.prompt_ids.view(4, 2, -1)
+            assert torch.equal(pairs[:, 0], pairs[:, 1])  # each micro-batch of 2 holds one prompt's samples
+        torch.manual_seed(1)
+        algo.update(batch)
+        params.append({n: p.detach().clone() for n, p in policy.named_parameters()})
+    moved = max((params[0][n] - tiny_model(kind, tokenizer)[0].state_dict()[n[6:]]).abs().max() for n in params[0]
+                if n.startswith("model."))  # fmt: skip
+    assert moved > 1e-4
+    assert max((params[0][n] - params[1][n]).abs().max().item() for n in params[0]) <= 1e-5

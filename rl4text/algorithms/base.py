@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rl4text.core import compute_gae, masked_mean, masked_whiten
-from rl4text.policies.actor_critic import ActorCritic, ScoreOutput
+from rl4text.policies.actor_critic import ActorCritic, ScoreOutput, prompt_groups
 from rl4text.policies.scoring import PackedMask
 from rl4text.rollout import Rollout
 
@@ -249,13 +249,26 @@ class Algorithm:
         else:
             share = lambda m: len(m) / len(mb)  # noqa: E731
         out: dict[str, float] = {}
-        for micro in minibatches(mb, self.micro_batch_size, shuffle=False):
+        for micro in minibatches(self._group_prompts(mb), self.micro_batch_size, shuffle=False):
             weight = float(share(micro))
             loss, stats = loss_fn(micro)
             self.ops.backward(loss * weight)
             for key, value in stats.items():
                 out[key] = out.get(key, 0.0) + weight * float(value)
         return out, self.step(None)
+
+    def _group_prompts(self, mb: TrainBatch) -> TrainBatch:
+        """``mb`` with the samples of each prompt on adjacent rows when it is split into micro-batches and the
+        policy shares prompts, so a shuffled minibatch (PPO, GRPO) still gives each micro-batch whole groups to
+        share a prompt pass over. The accumulated gradient is a weighted sum over rows, so the order changes only
+        float rounding."""
+        size = self.micro_batch_size
+        if size is None or size >= len(mb) or not self.policy.share_prompts:
+            return mb
+        groups = prompt_groups(mb.prompt_ids, mb.prompt_mask)
+        if groups is None:
+            return mb
+        return mb.select(torch.argsort(groups[1], stable=True))
 
     def state_dict(self) -> dict:
         """Algorithm state beyond the model and optimiser (saved in checkpoints)."""
