@@ -33,8 +33,7 @@ def simulate(project, seed: int) -> int:
 def test_label_rm_rl_eval_label_loop(tmp_path, capsys, monkeypatch):
     # A project's random secret decides each annotator's queue and candidate order, and so which noisy judgments
     # the reward model learns from (its held-out accuracy was 0.52 and 0.60 in two runs, above the 0.6 bound in
-    # others): fixed here, the run is
-    # reproducible.
+    # others): fixed here, the run is reproducible.
     monkeypatch.setattr("rl4text.label.project.secrets.token_hex", lambda nbytes=16: "5e" * nbytes)
 
     def run(*argv):
