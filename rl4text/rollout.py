@@ -124,10 +124,7 @@ class IncrementalDecoder:
         # share_prompts: the samples of one prompt share its encoder pass (seq2seq) or prefill (causal)
         groups = prompt_groups(prompt_ids, prompt_mask) if share_prompts else None
         if seq2seq:
-            if groups is None:
-                self.encoder_outputs = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
-            else:
-                self.encoder_outputs = encode_shared(model, prompt_ids, prompt_mask, groups)
+            self.encoder_outputs = encode_shared(model, prompt_ids, prompt_mask, groups)
             start = torch.full((prompt_ids.shape[0], 1), decoder_start_id(model), dtype=torch.long)
             out = model(
                 encoder_outputs=self.encoder_outputs,
@@ -142,7 +139,7 @@ class IncrementalDecoder:
             # only the last position's logits are needed: skip the LM head on the rest of the prompt
             keep = {"logits_to_keep": 1} if accepts_kwarg(model, "logits_to_keep") else {}
             if groups is not None:
-                out, cache = prefill_shared(
+                out, _ = prefill_shared(
                     model,
                     prompt_ids,
                     self.attn,
@@ -151,11 +148,7 @@ class IncrementalDecoder:
                     output_hidden_states=output_hidden,
                     **keep,
                 )
-                self._read(out)
-                inverse = groups[1]
-                self.cache, self.logits = cache, self.logits.index_select(0, inverse)
-                if self.hidden is not None:
-                    self.hidden = self.hidden.index_select(0, inverse)
+                self._read(out, rows=groups[1])  # the distinct prompts' outputs, one per row
                 return
             out = model(
                 input_ids=prompt_ids,
@@ -168,12 +161,17 @@ class IncrementalDecoder:
             )
         self._read(out)
 
-    def _read(self, out) -> None:
+    def _read(self, out, rows: torch.Tensor | None = None) -> None:
+        """Take the cache and the last position's logits (and hidden state) from ``out``; ``rows`` gathers them
+        from a shared prefill's distinct prompts to every row (its cache is already per row)."""
         self.cache = out.cache
         self.logits = out.logits[:, -1].float()
         if self.output_hidden:
             states = out.decoder_hidden_states if self.seq2seq else out.hidden_states
             self.hidden = states[-1][:, -1]
+        if rows is not None:
+            self.logits = self.logits.index_select(0, rows)
+            self.hidden = None if self.hidden is None else self.hidden.index_select(0, rows)
 
     def advance(self, token: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """Feed ``token: [B]``; rows not ``alive: [B]`` (finished) are fed padding the model does not attend to."""

@@ -114,9 +114,12 @@ def prompt_groups(
 
 def encode_shared(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, groups):
     """Encoder outputs ``[B, P, H]`` computed once per distinct prompt (``groups`` from :func:`prompt_groups`)
-    and gathered back to every row (differentiably: each prompt's gradient is the sum over its samples)."""
+    and gathered back to every row (differentiably: each prompt's gradient is the sum over its samples);
+    ``groups=None``: the encoder over every row."""
     from transformers.modeling_outputs import BaseModelOutput
 
+    if groups is None:
+        return model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
     first, inverse = groups
     enc = model.get_encoder()(input_ids=prompt_ids[first], attention_mask=prompt_mask[first])
     return BaseModelOutput(last_hidden_state=enc.last_hidden_state.index_select(0, inverse))
@@ -124,17 +127,23 @@ def encode_shared(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch
 
 def prefill_shared(model: nn.Module, prompt_ids, attention_mask, position_ids, groups, **kwargs):
     """Run a causal model once per distinct prompt with a fresh KV cache, then give every row its prompt's keys
-    and values; ``(output of the distinct rows, cache [B, ...])``. Differentiable (``index_select``)."""
+    and values; ``(output of the distinct rows, cache [B, ...])``. Differentiable (``index_select``). A cache
+    the model did not fill (a checkpointed differentiable pass drops it) is an error, never a wrong score."""
     first, inverse = groups
+    cache = new_cache(model, False)
     out = model(
         input_ids=prompt_ids[first],
         attention_mask=attention_mask[first],
         position_ids=position_ids[first],
-        cache=new_cache(model, False),
+        cache=cache,
         use_cache=True,
         **kwargs,
     )
-    cache = out.cache
+    if cache.get_seq_length() != prompt_ids.shape[1]:
+        raise RuntimeError(
+            f"{type(unwrapped(model)).__name__} did not keep the shared prompt's KV cache (gradient "
+            "checkpointing in train mode?); score without share_prompts"
+        )
     cache.reorder_cache(inverse)  # index_select on every layer's keys and values: U rows -> B rows
     return out, cache
 
@@ -212,11 +221,6 @@ def _shared_causal_logits(
     _, cache = prefill_shared(
         model, prompt_ids[:, : P - 1], mask[:, : P - 1], positions[:, : P - 1], groups, **keep
     )
-    if cache is None or cache.get_seq_length() != P - 1:  # e.g. a checkpointed differentiable pass drops it
-        raise RuntimeError(
-            f"{type(unwrapped(model)).__name__} did not keep the shared prompt's KV cache (gradient "
-            "checkpointing in train mode?); score without share_prompts"
-        )
     out = model(
         input_ids=torch.cat([prompt_ids[:, P - 1 :], response_ids[:, :-1]], dim=1),
         attention_mask=mask[:, : P + T - 1],
